@@ -1,0 +1,47 @@
+# The two commands a newcomer types: `make demo` and `make test`. Each sets up what it needs in a
+# virtual environment under the repo (.venv, git-ignored), reinstalling only when pyproject.toml
+# changed, so both are idempotent.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PARAMS ?= $(wildcard params/*/demo.yaml)
+
+.PHONY: install demo test sync-check nbtest pytest export clean-outputs help
+
+help:
+	@echo "make demo   install, then run every params/*/demo.yaml through the runner (outputs/)"
+	@echo "make test   install, then nbdev-clean/nbdev-export sync checks, nbdev-test and pytest"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), f"cxr-nb needs Python >= 3.10, $(PYTHON) is {sys.version.split()[0]}"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/cxr-nb run $(PARAMS)
+
+# nbdev's own CI: cleaning and exporting must change nothing in the tree.
+sync-check: install
+	@before="$$(git status --porcelain -uall; git diff | md5sum)"; \
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export || exit 1; \
+	after="$$(git status --porcelain -uall; git diff | md5sum)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev-clean / nbdev-export changed the tree: notebooks unclean or library out of sync."; \
+	  echo "Run them, review 'git diff' and commit the result."; git status --short; exit 1; \
+	fi; echo "notebooks clean, library in sync"
+
+nbtest: install
+	$(BIN)/nbdev-test --n-workers 2
+
+pytest: install
+	$(BIN)/python -m pytest -q tests
+
+test: sync-check nbtest pytest
+
+export: install
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
