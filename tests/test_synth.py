@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torchxrayvision as xrv
 
-from cxr_nb.synth import (CHEXPERT_LABELS, FINDINGS, PADCHEST_CSV, load_masks, read_truth, write_dataset)
+from cxr_nb.curation import CHEXPERT_LABELS
+from cxr_nb.synth import FINDINGS, PADCHEST_CSV, load_masks, read_truth, write_dataset
 
 N = 90
 
