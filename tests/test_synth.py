@@ -130,3 +130,19 @@ def test_cli_writes_a_layout(tmp_path):
     r = subprocess.run([str(cli), "synth", "chexpert", str(tmp_path/"CheXpert-v1.0-small"), "--n", "26", "--quiet"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--overwrite" in r.stderr
+
+
+def test_rare_finding_curation_selects_from_synthetic_padchest(tmp_path):
+    "The PadChest curation run on SynthCXR's PadChest picks the simulator's rare findings, nothing common or descriptive."
+    from cxr_nb.curation import PADCHEST_EXCLUDE, load_padchest_csv, select_rare_findings
+    root = write_dataset("padchest", tmp_path/"pc", n=3000, seed=0, size=32, progress=False)
+    df = load_padchest_csv(root/PADCHEST_CSV)
+    labels = df.Labels.map(ast.literal_eval)
+    frontal = df.Projection.isin(["PA", "AP", "AP_horizontal"])
+    assert 0.25 < (labels[frontal].map(len) > 1).mean() < 0.6, "a large share of multi-label films, as in PadChest"
+    # thresholds scaled to 3,000 films (the real study's 15 / 4 needed about 36,000 frontal films)
+    res = select_rare_findings(df, exclude=PADCHEST_EXCLUDE, unknown_exclusions="ignore", min_train=6, min_val=2)
+    chosen = set(res.table.index)
+    assert chosen <= {"hiatal hernia", "callus rib fracture", "bronchiectasis", "pulmonary fibrosis"}, chosen
+    assert len(chosen) >= 2 and "hiatal hernia" in chosen
+    assert res.removed.loc["single label", "removed"] > 500
