@@ -7,11 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARAMS ?= $(wildcard params/*/demo.yaml)
 
-.PHONY: install demo test sync-check nbtest pytest export clean-outputs help
+.PHONY: install demo test sync-check lint nbtest pytest export clean-outputs help
 
 help:
 	@echo "make demo   install, then run every params/*/demo.yaml through the runner (outputs/)"
-	@echo "make test   install, then nbdev-clean/nbdev-export sync checks, nbdev-test and pytest"
+	@echo "make test   install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
 
 install: $(STAMP)
 
@@ -35,13 +35,17 @@ sync-check: install
 	  echo "Run them, review 'git diff' and commit the result."; git status --short; exit 1; \
 	fi; echo "notebooks clean, library in sync"
 
+# pyflakes rules over the library, the notebooks and the tests (settings in pyproject.toml)
+lint: install
+	$(BIN)/ruff check cxr_nb nbs tests
+
 nbtest: install
 	$(BIN)/nbdev-test --n-workers 2
 
 pytest: install
 	$(BIN)/python -m pytest -q tests
 
-test: sync-check nbtest pytest
+test: sync-check lint nbtest pytest
 
 export: install
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean

@@ -1,5 +1,4 @@
 """Dataset adapters: real shipped metadata with a partial image folder, worker DataLoaders, bad layouts."""
-import shutil
 
 import cv2
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 from cxr_nb.core import seed_worker, seeded_generator
-from cxr_nb.curation import xrv_data_file
+from cxr_nb.labels import SHIPPED_CSV, xrv_data_file
 from cxr_nb.datasets import chexpert_dataset, nih_dataset, pneumonia_dataset, synth_dataset
 from cxr_nb.preprocess import Preprocess
 from cxr_nb.synth import render_study, write_dataset
@@ -16,7 +15,7 @@ from cxr_nb.synth import render_study, write_dataset
 
 def test_nih_with_shipped_metadata_and_a_partial_download(tmp_path):
     "A user with a few NIH images and no CSV gets torchxrayvision's shipped labels for exactly those images."
-    real = pd.read_csv(xrv_data_file("Data_Entry_2017_v2020.csv.gz"), nrows=400)
+    real = pd.read_csv(xrv_data_file(SHIPPED_CSV["nih"]), nrows=400)
     pick = real[real["View Position"] == "PA"].iloc[[0, 1, 7]]
     (tmp_path/"images").mkdir()
     for i, name in enumerate(pick["Image Index"]):

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr_nb.domain import load_gray, pixel_stats, sample_paths
+from cxr_nb.domain import pixel_stats, sample_paths
+from cxr_nb.preprocess import read_gray_float
 
 
 @pytest.fixture()
@@ -25,16 +26,16 @@ def test_truncated_png_error_names_it(films, tmp_path):
     bad = tmp_path/"truncated.png"
     bad.write_bytes(films[0].read_bytes()[:60])
     with pytest.raises(ValueError, match="truncated.png"):
-        load_gray(bad)
+        read_gray_float(bad, 224)
 
 
 def test_empty_file_and_directory_errors_name_them(tmp_path):
     (tmp_path/"empty.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="empty.jpg"):
-        load_gray(tmp_path/"empty.jpg")
+        read_gray_float(tmp_path/"empty.jpg", 224)
     (tmp_path/"a_folder.png").mkdir()
     with pytest.raises(FileNotFoundError, match="a_folder.png"):
-        load_gray(tmp_path/"a_folder.png")
+        read_gray_float(tmp_path/"a_folder.png", 224)
 
 
 def test_bad_file_among_threads_is_named(films, tmp_path):
@@ -67,14 +68,14 @@ def test_sixteen_bit_is_scaled_by_its_type_not_stretched(tmp_path):
     "A 12-bit film stored in 16 bits stays dark: the divisor is 65535, not the file's own maximum."
     img = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)
     assert cv2.imwrite(str(tmp_path/"twelve_bit.png"), img)
-    x = load_gray(tmp_path/"twelve_bit.png", None)
+    x = read_gray_float(tmp_path/"twelve_bit.png", None)
     assert x.dtype == np.float32 and x.max() == pytest.approx(4095 / 65535)
 
 
 def test_colour_file_reads_as_grey(tmp_path):
     grey = np.tile(np.arange(256, dtype=np.uint8), (32, 1))
     assert cv2.imwrite(str(tmp_path/"rgb.png"), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
-    np.testing.assert_allclose(load_gray(tmp_path/"rgb.png", None), grey / 255, atol=1e-6)
+    np.testing.assert_allclose(read_gray_float(tmp_path/"rgb.png", None), grey / 255, atol=1e-6)
 
 
 def test_threads_keep_input_order(films):

@@ -19,14 +19,14 @@ N_IMAGES = 40
 BUILD_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from cxr_nb.preprocess import Preprocess, build_cache, read_gray
+    from cxr_nb.preprocess import Preprocess, build_cache, read_gray_uint8
 
     delay, started = float(os.environ.get("DELAY", "0")), []
     def loader(path):
         if not started:
             started.append(1); print("STARTED", flush=True)
         time.sleep(delay)
-        return read_gray(path)
+        return read_gray_uint8(path)
 
     root, src = sys.argv[1:]
     c = build_cache(sorted(Path(src).glob("*.png")), Preprocess(size=32), root=root, loader=loader,
@@ -68,7 +68,7 @@ def test_killed_build_leaves_no_cache_and_next_build_cleans_up(tmp_path, images)
     p.kill(); p.wait(timeout=60)       # SIGKILL: no cleanup code runs
     entries = list((tmp_path/"cache").iterdir())
     assert [e for e in entries if not e.name.startswith(".")] == [], "a killed build left a finished-looking cache"
-    assert len(entries) == 1 and ".tmp-" in entries[0].name and not (entries[0]/"manifest.json").exists()
+    assert len(entries) == 1 and ".partial-" in entries[0].name and not (entries[0]/"manifest.json").exists()
 
     status, path, n = run_build(tmp_path, images)
     assert (status, int(n)) == ("BUILT", N_IMAGES)
@@ -99,3 +99,12 @@ def test_bench_cache_command_prints_ratio():
 def test_bench_command_rejects_unknown_benchmark():
     r = subprocess.run([sys.executable, "-m", "cxr_nb.bench", "nope"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
+
+
+def test_bench_dataset_command_prints_both_ratios():
+    r = subprocess.run([sys.executable, "-m", "cxr_nb.bench", "dataset", "--n", "16", "--src-size", "128", "--size", "32",
+                        "--repeats", "1"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for kind in ("images only", "with masks"):
+        ratio = float(re.search(rf"^ratio adapter/cache, {kind}: ([\d.]+)$", r.stdout, re.M).group(1))
+        assert ratio > 1, r.stdout

@@ -1,7 +1,6 @@
 """End-to-end tests of the `cxr-nb` runner: real console script, real papermill, real notebooks."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cxr_nb.runner import RunSpec, execute, load_spec
+from cxr_nb.runner import execute, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("cxr-nb")

@@ -1,6 +1,5 @@
 """SynthCXR layouts read back through torchxrayvision's own dataset classes, checked against the ground truth."""
 import ast
-import os
 import re
 import subprocess
 import sys
@@ -11,8 +10,8 @@ import pandas as pd
 import pytest
 import torchxrayvision as xrv
 
-from cxr_nb.curation import CHEXPERT_LABELS
-from cxr_nb.synth import FINDINGS, PADCHEST_CSV, load_masks, read_truth, write_dataset
+from cxr_nb.labels import CHEXPERT_LABELS, PADCHEST_CSV
+from cxr_nb.synth import load_masks, read_truth, write_dataset
 
 N = 90
 
