@@ -14,9 +14,11 @@ import platform
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +28,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PACKAGES', 'RUN_STATUSES', 'STAGE_TAG',
-           'project_root', 'data_root', 'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed',
-           'seed_worker', 'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info',
-           'is_secret_name', 'redact', 'now_iso', 'atomic_write_text', 'write_json', 'read_json', 'pid_alive',
-           'remove_stale_stages', 'atomic_dir', 'format_table', 'RunManifest', 'RunFolder']
+__all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PACKAGES', 'RUN_STATUSES', 'SECRET_WORDS',
+           'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'STAGE_TAG', 'project_root', 'data_root',
+           'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
+           'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info', 'now_iso',
+           'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable', 'writable_dir',
+           'atomic_write_text', 'write_json', 'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir',
+           'format_table', 'RunManifest', 'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -169,8 +173,7 @@ def device_info() -> dict:
 # %% ../nbs/00_core.ipynb #d97d5350
 KEY_PACKAGES = ("cxr-nb", "torch", "torchvision", "torchxrayvision", "transformers", "peft", "accelerate",
                 "numpy", "pandas", "scikit-learn", "scikit-image", "opencv-python-headless", "papermill", "nbdev")
-RUN_STATUSES = ("running", "completed", "failed")
-_SECRET = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 def package_versions(names=KEY_PACKAGES) -> dict[str, str|None]:
     "Installed version of each distribution in `names` (None if not installed)."
@@ -197,20 +200,78 @@ def host_info() -> dict:
     return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "memory_gib": None if mem is None else round(mem, 1)}
 
-def is_secret_name(name) -> bool:
-    "True if a parameter or field called `name` would hold a key, token or password."
-    return _SECRET.search(str(name)) is not None
-
-def redact(params):
-    "Copy of `params` with the value of every key that names a secret replaced by '***'."
-    if isinstance(params, dict):
-        return {k: "***" if is_secret_name(k) and v not in (None, "") else redact(v) for k, v in params.items()}
-    if isinstance(params, (list, tuple)): return [redact(v) for v in params]
-    return params
-
 def now_iso() -> str:
     "The current time, timezone-aware ISO 8601."
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+# %% ../nbs/00_core.ipynb #d47d078c
+SECRET_WORDS = frozenset("key keys apikey token secret secrets password passwords passwd pwd passphrase "
+                         "credential credentials auth bearer private".split())
+SECRET_ENDINGS = ("key", "token", "secret", "password", "passwd", "pwd")   # openaikey, hftoken, dbpassword
+NOT_SECRET_WORDS = frozenset("monkey donkey turkey hockey jockey whiskey lackey turnkey hotkey".split())
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")   # APIKey -> API, Key; db_pwd2 -> db, pwd, 2
+
+def name_words(name) -> list[str]:
+    "The lower-case words of a parameter name (split on `_ - .`, spaces, digits and camelCase)."
+    return [w.lower() for w in _WORD.findall(str(name))]
+
+def is_secret_name(name) -> bool:
+    "True if a parameter or field called `name` would hold a key, token or password."
+    return any(w in SECRET_WORDS or (w.endswith(SECRET_ENDINGS) and w not in NOT_SECRET_WORDS) for w in name_words(name))
+
+def _holds_value(v) -> bool:
+    "False for what cannot carry a secret: None, blank strings, empty containers, booleans."
+    if v is None or isinstance(v, bool): return False
+    if isinstance(v, str): return v.strip() != ""
+    return not (isinstance(v, (list, tuple, dict)) and len(v) == 0)
+
+def _walk_secrets(params, at:str):
+    "Yield (dotted path, is it a secret) for every entry of `params`, at any depth; a secret's value is not entered."
+    items = params.items() if isinstance(params, dict) else enumerate(params) if isinstance(params, (list, tuple)) else ()
+    for k, v in items:
+        here = f"{at}[{k}]" if not isinstance(params, dict) else f"{at}.{k}" if at else str(k)
+        secret = isinstance(params, dict) and is_secret_name(k) and _holds_value(v)
+        yield here, secret
+        if not secret: yield from _walk_secrets(v, here)
+
+def find_secrets(params) -> list[str]:
+    "Dotted paths (`api.openai_key`, `models[1].token`) of every secret-named key that holds a value, at any depth."
+    return [here for here, secret in _walk_secrets(params, "") if secret]
+
+def redact(params):
+    "Copy of `params` with the value of every secret-named key that holds a value replaced by '***'."
+    if isinstance(params, dict):
+        return {k: "***" if is_secret_name(k) and _holds_value(v) else redact(v) for k, v in params.items()}
+    if isinstance(params, (list, tuple)): return [redact(v) for v in params]
+    return params
+
+# %% ../nbs/00_core.ipynb #c73b8308
+WRITABLE_HINT = ("choose a writable folder: for runs pass --outputs DIR or set CXR_OUTPUTS; "
+                 "for datasets and caches pass root=... or set CXR_DATA_ROOT")
+_UMASK_LOCK = threading.Lock()
+
+def current_umask() -> int:
+    "This process's umask, read without changing it where the OS allows (Linux: /proc/self/status)."
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except (OSError, ValueError): pass
+    with _UMASK_LOCK:                     # the fallback: set a strict mask for an instant, then restore
+        mask = os.umask(0o077); os.umask(mask)
+    return mask
+
+def not_writable(folder:str|Path, err:OSError, remedy:str=WRITABLE_HINT) -> PermissionError:
+    "The error for a folder that could not be created or written: names it, the OS's reason and the remedy."
+    other = f" ({err.filename})" if getattr(err, "filename", None) and str(err.filename) != str(folder) else ""
+    return PermissionError(f"cannot create or write in the folder {folder}: {err.strerror or err}{other}; {remedy}")
+
+def writable_dir(folder:str|Path, remedy:str=WRITABLE_HINT) -> Path:
+    "Create `folder` and its parents if needed; any OSError becomes a PermissionError naming the folder and `remedy`."
+    folder = Path(folder)
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise not_writable(folder, e, remedy) from e
+    return folder
 
 # %% ../nbs/00_core.ipynb #6e86a8ca
 def _json_default(o):
@@ -221,11 +282,14 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 def atomic_write_text(path:str|Path, text:str) -> Path:
-    "Write `text` to `path` through a temporary file and a rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    "Write `text` to `path` through a temporary file and a rename; the file gets `0o666 & ~umask`, as `open()` would."
+    path = Path(path); writable_dir(path.parent)
+    try: fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e: raise not_writable(path.parent, e) from e
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with contextlib.suppress(OSError): os.chmod(tmp, 0o666 & ~current_umask())   # some mounts refuse chmod
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -267,10 +331,11 @@ def atomic_dir(final:str|Path, # the folder to create
               ) -> Iterator[Path]:
     "Build a folder under a temporary name beside `final`; it is renamed into place only if the block ends without error."
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(final.parent)
     remove_stale_stages(final)
     stage = final.parent/f".{final.name}{STAGE_TAG}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
+    try: stage.mkdir()                    # mode 0o777 & ~umask, like any folder
+    except OSError as e: raise not_writable(final.parent, e) from e
     try:
         yield stage
         if final.exists() and not replace:
@@ -313,6 +378,7 @@ class RunManifest:
     start: str|None = None
     end: str|None = None
     duration_s: float|None = None
+    pid: int|None = None
     git: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     host: dict = field(default_factory=dict)
@@ -322,9 +388,9 @@ class RunManifest:
     def __post_init__(self): self.params = redact(dict(self.params))
 
     def begin(self) -> RunManifest:
-        "Stamp the start time and record code, package versions, host and device."
+        "Stamp the start time and record this process's id, code, package versions, host and device."
         self._t0 = _dt.datetime.now().timestamp()
-        self.start, self.status, self.error = now_iso(), "running", None
+        self.start, self.status, self.error, self.pid = now_iso(), "running", None, os.getpid()
         self.git, self.versions, self.host, self.device = git_state(), package_versions(), host_info(), device_info()
         return self
 
@@ -344,14 +410,38 @@ class RunManifest:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
+# %% ../nbs/00_core.ipynb #549192ca
+class SignalInterrupt(KeyboardInterrupt):
+    "A KeyboardInterrupt raised by a signal other than Ctrl-C's SIGINT; `signum` says which."
+    def __init__(self, signum:int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+def interrupt_signal(e:BaseException) -> signal.Signals:
+    "The signal behind a KeyboardInterrupt: the one a `SignalInterrupt` carries, else SIGINT (Ctrl-C)."
+    return signal.Signals(getattr(e, "signum", signal.SIGINT))
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    "Inside the block SIGTERM raises `SignalInterrupt` (a KeyboardInterrupt), in the main thread; the old handler comes back after."
+    if threading.current_thread() is not threading.main_thread():
+        yield; return
+    owner = os.getpid()
+    def on_sigterm(signum, frame):
+        if os.getpid() != owner:          # a forked child inherited the handler: end as SIGTERM would
+            signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM); return
+        raise SignalInterrupt(signum)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
 # %% ../nbs/00_core.ipynb #e1392a99
 class RunFolder:
     "A study's run folder: `figures/`, the files it writes, and `metrics.json` listing both beside the numbers."
     def __init__(self, out_dir:str|Path="", # the `out_dir` the runner passes (empty: a new temporary folder)
                  study:str="study", # names the temporary folder
                 ):
-        self.path = Path(out_dir).expanduser() if out_dir else Path(tempfile.mkdtemp(prefix=f"cxr-nb-{study}-"))
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = writable_dir(Path(out_dir).expanduser() if out_dir else tempfile.mkdtemp(prefix=f"cxr-nb-{study}-"))
         self.metrics, self.figures, self.files = {}, {}, []
 
     def save_figure(self, fig, # a matplotlib Figure
@@ -359,7 +449,7 @@ class RunFolder:
                     dpi:int=120) -> str:
         "Save `fig` as `figures/<name>.png`; return that path, relative to the run folder."
         rel = f"figures/{name}.png"
-        (self.path/"figures").mkdir(exist_ok=True)
+        writable_dir(self.path/"figures")
         fig.savefig(self.path/rel, dpi=dpi, bbox_inches="tight")
         self.figures[name] = rel
         return rel
@@ -368,7 +458,7 @@ class RunFolder:
         "The path to write output file `name` to; it is listed in `metrics.json`."
         if name not in self.files: self.files.append(name)
         p = self.path/name
-        p.parent.mkdir(parents=True, exist_ok=True)
+        writable_dir(p.parent)
         return p
 
     def write_metrics(self, **more) -> dict:

@@ -24,8 +24,8 @@ from .labels import CHEXPERT_LABELS, SHIPPED_CSV, xrv_data_file
 __all__ = ['PADCHEST_COLUMNS', 'SPLITS', 'PADCHEST_EXCLUDE', 'FRONTAL_PROJECTIONS', 'PADCHEST_PROJECTIONS',
            'CHEXPERT_FRONTAL_TRAIN_COUNTS', 'require_columns', 'load_padchest_csv', 'load_chexpert_csv',
            'PatientLeakageError', 'patient_ids', 'assert_no_patient_overlap', 'split_summary', 'hash_modulus',
-           'hash_is_val', 'hash_patient_split', 'grouped_patient_split', 'pneumonia_patient_id', 'parse_labels',
-           'label_lists', 'label_vocabulary', 'exclusion_groups', 'check_exclusions', 'RareFindings',
+           'hash_is_val', 'require_splits', 'hash_patient_split', 'grouped_patient_split', 'pneumonia_patient_id',
+           'parse_labels', 'label_lists', 'label_vocabulary', 'exclusion_groups', 'check_exclusions', 'RareFindings',
            'select_rare_findings', 'plot_rare_findings', 'chexpert_label_table', 'compare_label_table']
 
 # %% ../nbs/04_curation.ipynb #90ed22e3
@@ -145,6 +145,20 @@ def hash_is_val(ids, # patient ids (any iterable; compared as stripped strings)
     val = {u: int(hashlib.md5(u.encode("utf-8")).hexdigest(), 16) % n == 0 for u in pd.unique(ids)}
     return ids.map(val).to_numpy(dtype=bool)
 
+def require_splits(df:pd.DataFrame, # table with a split column
+                   names:list, # splits that must each hold at least one image
+                   patient_col:str="patientid", # patient column
+                   split_col:str="split", # split column
+                  ) -> None:
+    "Refuse a split that came out empty, saying how many images and patients there were to share."
+    counts = df[split_col].value_counts()
+    empty = [s for s in names if counts.get(s, 0) == 0]
+    if empty:
+        n_pat = df[patient_col].nunique() if patient_col in df else "?"
+        raise ValueError(f"the {' and '.join(empty)} split came out empty: {len(df)} image(s) of {n_pat} patient(s) to share "
+                         f"among {list(names)}. A patient-level split needs several patients per part: use a larger table, "
+                         "or another fraction")
+
 def hash_patient_split(df:pd.DataFrame, # one row per image
                        val_frac:float=0.2, # wanted share of validation patients
                        patient_col:str="patientid", # patient column
@@ -155,6 +169,7 @@ def hash_patient_split(df:pd.DataFrame, # one row per image
     ids = patient_ids(df, patient_col)
     out = df.copy()
     out[split_col] = np.where(hash_is_val(ids, val_frac), "val", "train")
+    require_splits(out, ["train", "val"], patient_col, split_col)
     assert_no_patient_overlap(out, patient_col, split_col)
     return out, split_summary(out, patient_col, label_cols, split_col)
 
@@ -187,6 +202,7 @@ def grouped_patient_split(df:pd.DataFrame, # one row per image
         split[rest[val]] = "val"
     out = df.copy()
     out[split_col] = split
+    require_splits(out, ["train"] + ["val"] * (val_frac > 0) + ["test"] * (test_frac > 0), patient_col, split_col)
     assert_no_patient_overlap(out, patient_col, split_col)
     return out, split_summary(out, patient_col, label_cols, split_col)
 

@@ -5,8 +5,10 @@
 # %% ../nbs/05_datasets.ipynb #f5f379e2
 from __future__ import annotations
 
+import ast
 import contextlib
-import os
+import difflib
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -17,16 +19,82 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .curation import hash_patient_split, pneumonia_patient_id, require_columns
-from .labels import (CHEXPERT_LABELS, CHEXPERT_TRAIN_CSV, CHEXPERT_VALID_CSV, NIH_BBOX_CSV, NIH_CSV, NIH_CSV_2017,
-                           PADCHEST_CSV, SYNONYMS, SYNTH_LABELS)
+from .curation import (PatientLeakageError, assert_no_patient_overlap, hash_patient_split, pneumonia_patient_id,
+                             require_columns)
+from .labels import (CHEXPERT_AP_PA, CHEXPERT_FRONTAL_LATERAL, CHEXPERT_LABELS, CHEXPERT_TRAIN_CSV,
+                           CHEXPERT_VALID_CSV, CHEXPERT_VALUES, NIH_BBOX_CSV, NIH_CSV, NIH_CSV_2017, NIH_VIEWS,
+                           NIH_VOCABULARY, NO_FINDING, PADCHEST_CSV, PADCHEST_PROJECTIONS, PADCHEST_UNLABELLED,
+                           PNEUMONIA_CLASSES, PNEUMONIA_SPLITS, SHIPPED_CSV, SYNONYMS, SYNTH_LABELS, xrv_data_file)
 from .preprocess import (CacheDataset, InputSpec, MaskSource, Preprocess, build_cache, get_norm, normalize,
                                read_gray_uint8, stack_masks)
 from .synth import mask_file, read_mask_file, read_truth
 
 # %% auto #0
-__all__ = ['UNCERTAINTY_POLICIES', 'CXRDataset', 'uncertainty_policy', 'apply_uncertainty', 'chexpert_dataset', 'nih_dataset',
-           'padchest_dataset', 'pneumonia_dataset', 'SynthCXRDataset', 'synth_dataset', 'LabelMatcher']
+__all__ = ['UNCERTAINTY_POLICIES', 'LabelFileError', 'refuse_cells', 'check_values', 'check_paths', 'check_unique', 'CXRDataset',
+           'uncertainty_policy', 'apply_uncertainty', 'read_label_file', 'check_chexpert_table', 'chexpert_dataset',
+           'ShippedLabelsWarning', 'check_nih_table', 'nih_dataset', 'padchest_vocabulary', 'check_padchest_table',
+           'padchest_dataset', 'PatientOverlapWarning', 'pneumonia_dataset', 'SynthCXRDataset', 'synth_dataset',
+           'LabelMatcher']
+
+# %% ../nbs/05_datasets.ipynb #77027fb6
+class LabelFileError(ValueError):
+    "A label file or table breaks its dataset's conventions; the message names the file, column, rows and values."
+
+def _suggest(value, allowed) -> str:
+    "' (did you mean 'X'?)' for the allowed value nearest to `value`, ignoring case; '' if none is near."
+    by_lower = {str(a).lower(): a for a in allowed}
+    near = by_lower.get(str(value).strip().lower()) or next(iter(
+        difflib.get_close_matches(str(value).lower(), list(by_lower), 1, 0.75)), None)
+    near = by_lower.get(near, near)
+    return f" (did you mean {near!r}?)" if near is not None else ""
+
+def refuse_cells(source, # the file (or table name) the cells come from
+                 df:pd.DataFrame, # the table, as read (row i is on line i + 2 of a CSV)
+                 bad, # boolean, aligned with df: the offending rows
+                 column:str, # the column checked
+                 rule:str, # what the bad values break, e.g. "must be 1, 0, -1 or blank"
+                 remedy:str="", # what to do
+                 allowed=None, # valid values, to suggest the nearest
+                 csv_lines:bool=True, # name CSV line numbers too
+                 values=None, # what to show per row (default: the cells of `column`)
+                ) -> None:
+    "Raise `LabelFileError` naming the first offending rows and values of `column`, if any row of `bad` is True."
+    rows = np.nonzero(np.asarray(bad, bool))[0]
+    if not len(rows): return
+    shown = df[column] if values is None else pd.Series(list(values), index=df.index)
+    eg = "; ".join(f"row {i}" + (f" (line {i + 2})" if csv_lines else "") + f": {shown.iat[i]!r}"
+                   + (_suggest(shown.iat[i], allowed) if allowed is not None else "") for i in rows[:3])
+    raise LabelFileError(f"{source}: column {column!r}: {len(rows)} row(s) {rule}, e.g. {eg}" + (f". {remedy}" if remedy else ""))
+
+# %% ../nbs/05_datasets.ipynb #9e88c4a7
+def check_values(source, df:pd.DataFrame, column:str, allowed, blank_ok:bool=False, remedy:str="", csv_lines:bool=True):
+    "Refuse cells of `column` outside `allowed` (blank cells too, unless `blank_ok`)."
+    bad = ~df[column].isin(list(allowed)) & ~(df[column].isna() if blank_ok else False)
+    refuse_cells(source, df, bad, column, f"outside {list(allowed)}" + (" and blank" if blank_ok else ""),
+                 remedy, allowed, csv_lines)
+
+def check_paths(source, df:pd.DataFrame, column:str, bare:bool=False, csv_lines:bool=True):
+    "Refuse blank, absolute and `..` paths in `column` (with `bare`, anything but a plain file name)."
+    p = df[column].fillna("").astype(str)
+    outside = p.str.match(r"^\s*$|^[/\\~]|^[A-Za-z]:") | p.str.contains(r"(?:^|[/\\])\.\.(?:[/\\]|$)")
+    if bare: outside |= p.str.contains(r"[/\\]")
+    what = "a plain file name" if bare else "a path relative to the dataset folder"
+    refuse_cells(source, df, outside, column, f"are blank, absolute or lead outside the dataset folder; each must be {what}",
+                 "Fix those rows: an image outside the dataset folder is not part of it", csv_lines=csv_lines)
+
+def check_unique(source, df:pd.DataFrame, column:str, labels=None, csv_lines:bool=True):
+    "Refuse an image listed more than once in `column`, saying whether its rows' labels conflict."
+    dup = df[column].duplicated(keep=False).to_numpy()
+    if not dup.any(): return
+    first = df[column].to_numpy()[dup][0]
+    rows = np.nonzero((df[column] == first).to_numpy())[0]
+    conflict = ""
+    if labels is not None:   # an array or the label columns of the table: rows compared as text (NaN equals NaN)
+        differ = len(pd.DataFrame(np.asarray(labels, object)[rows]).astype(str).drop_duplicates()) > 1
+        conflict = " with conflicting labels" if differ else " (same labels)"
+    where = ", ".join(f"row {i}" + (f" (line {i + 2})" if csv_lines else "") for i in rows[:5])
+    raise LabelFileError(f"{source}: column {column!r}: {int(dup.sum())} rows list an image already listed, e.g. {first!r} "
+                         f"at {where}{conflict}. Keep one row per image: which labels are right is yours to decide")
 
 # %% ../nbs/05_datasets.ipynb #5da0e153
 class CXRDataset(torch.utils.data.Dataset):
@@ -42,21 +110,39 @@ class CXRDataset(torch.utils.data.Dataset):
                  name:str="", # for messages
                 ):
         if on_missing not in ("raise", "skip"): raise ValueError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}")
-        require_columns(csv, ["path", "patientid", "view"], what=f"{name or type(self).__name__} table")
-        labels = np.asarray(labels, dtype=np.float32).reshape(len(csv), -1)
-        if labels.shape[1] != len(pathologies):
-            raise ValueError(f"{labels.shape[1]} label columns for {len(pathologies)} pathologies")
         self.root, self.name, self.preprocess, self.norm = Path(root), name or type(self).__name__, preprocess, get_norm(norm)
         self.pathologies = list(pathologies)
-        self._set_rows(csv.reset_index(drop=True), labels)
+        csv = csv.reset_index(drop=True)
+        self._set_rows(csv, self._check_table(csv, labels))
         self.skipped = pd.DataFrame(columns=["path", "reason"])
         self._check_files(on_missing, verify)
+
+    def _check_table(self, csv:pd.DataFrame, labels) -> np.ndarray:
+        "The labels as float32, after refusing an empty table, labels not exactly (rows, pathologies) or not 1/0/NaN, bad paths or duplicates."
+        require_columns(csv, ["path", "patientid", "view"], what=f"{self.name} table")
+        if not len(csv): raise ValueError(f"{self.name}: the table has no rows: no image to read")
+        want = (len(csv), len(self.pathologies))
+        try: labels = np.asarray(labels, dtype=np.float32)
+        except (ValueError, TypeError) as e: raise ValueError(f"{self.name}: labels must be numbers (1, 0 or NaN): {e}") from e
+        if labels.shape != want:
+            raise ValueError(f"{self.name}: labels of shape {labels.shape} for {want[0]} rows and {want[1]} pathologies; "
+                             f"they must be exactly {want}" + (" (transposed?)" if labels.shape == want[::-1] else ""))
+        bad = ~np.isnan(labels) & (labels != 0) & (labels != 1)
+        if bad.any():
+            r, c = map(int, np.argwhere(bad)[0])
+            raise ValueError(f"{self.name}: {int(bad.sum())} label(s) are not 1, 0 or NaN (unknown), e.g. row {r} "
+                             f"({csv.path.iat[r]}), {self.pathologies[c]!r}: {labels[r, c]:g}. Map the dataset's values first")
+        check_paths(self.name, csv, "path", csv_lines=False)
+        refuse_cells(self.name, csv, csv.patientid.isna() | csv.patientid.astype(str).str.strip().eq(""), "patientid",
+                     "have no patient id", "A patient-level split needs the patient of every image", csv_lines=False)
+        check_unique(self.name, csv, "path", labels, csv_lines=False)
+        return labels
 
     def _set_rows(self, csv:pd.DataFrame, labels:np.ndarray):
         "Set the table and labels, and compute the absolute paths once (items look them up in constant time)."
         self.csv, self.labels = csv, labels
         root = str(self.root)
-        self.paths = [Path(p) if os.path.isabs(p) else Path(root, p) for p in csv["path"].astype(str)]
+        self.paths = [Path(root, p) for p in csv["path"].astype(str)]
 
     def _check_files(self, on_missing, verify):
         bad = []
@@ -67,10 +153,11 @@ class CXRDataset(torch.utils.data.Dataset):
                 try: read_gray_uint8(p)
                 except (ValueError, OSError) as e: bad.append((i, f"unreadable: {e}"))
         if not bad: return
-        if on_missing == "raise":
-            first = "; ".join(f"{paths[i]} ({why})" for i, why in bad[:3])
+        first = "; ".join(f"{paths[i]} ({why})" for i, why in bad[:3])
+        if on_missing == "raise" or len(bad) == len(paths):
             raise FileNotFoundError(f"{self.name}: {len(bad)} of {len(paths)} image(s) missing or unreadable under {self.root}, "
-                                    f"e.g. {first}. Pass on_missing='skip' to drop them (they are listed in .skipped)")
+                                    f"e.g. {first}. " + ("Pass on_missing='skip' to drop them (they are listed in .skipped)"
+                                    if len(bad) < len(paths) else "Nothing is left to read: is the folder the right one?"))
         idx = [i for i, _ in bad]
         self.skipped = pd.DataFrame({"path": [str(paths[i]) for i in idx], "reason": [w for _, w in bad]})
         keep = np.ones(len(self.csv), bool); keep[idx] = False
@@ -167,6 +254,34 @@ def _need(path:Path, what:str, layout:str) -> Path:
 
 _CHEX_LAYOUT = f"CheXpert-v1.0-small layout: <root>/{CHEXPERT_TRAIN_CSV}, <root>/{CHEXPERT_VALID_CSV}, <root>/train/patientNNNNN/studyN/viewN_frontal.jpg"
 
+def read_label_file(path:str|Path, # a label CSV (or .csv.gz)
+                    columns:list, # columns it must have
+                   ) -> pd.DataFrame:
+    "A label CSV read as text (only empty cells are blank: no 'NA' or 'nan' guessed), checked for `columns`."
+    try: df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise LabelFileError(f"{path}: not a readable CSV label file ({type(e).__name__}: {e})") from e
+    require_columns(df, columns, what=str(path))
+    return df
+
+def check_chexpert_table(df:pd.DataFrame, path) -> None:
+    "Refuse a CheXpert table whose paths, views or label values break CheXpert's conventions."
+    check_paths(path, df, "Path"); check_unique(path, df, "Path", df[CHEXPERT_LABELS])
+    check_values(path, df, "Frontal/Lateral", CHEXPERT_FRONTAL_LATERAL)
+    check_values(path, df, "AP/PA", CHEXPERT_AP_PA, blank_ok=True)
+    for c in CHEXPERT_LABELS:
+        bad = df[c].notna() & ~pd.to_numeric(df[c], errors="coerce").isin(CHEXPERT_VALUES)
+        refuse_cells(path, df, bad, c, "are not 1, 0, -1 or blank (CheXpert's labeller writes nothing else)",
+                     "Map them to 1 (positive), 0 (negative), -1 (uncertain) or leave blank (not mentioned)")
+
+def _check_views(views, present:pd.Series, path, known) -> None:
+    "Refuse a `views` filter naming an unknown view or keeping no image, naming the views the file has."
+    unknown = [v for v in views if v not in (*known, "*")]
+    counts = present.fillna("<blank>").value_counts().to_dict()
+    if unknown: raise ValueError(f"views {unknown} are not views of this dataset; {path} has {counts}")
+    if "*" not in views and not present.isin(list(views)).any():
+        raise ValueError(f"no image of {path} has a view in {list(views)}; it has {counts}")
+
 def chexpert_dataset(root:str|Path, # the CheXpert-v1.0-small folder (holds train.csv and valid.csv)
                      split:str="train", # "train", "val" (8:2 of train.csv by patient), "test" (valid.csv) or "all" (train.csv)
                      uncertain:str="ignore", # U-Ignore / U-Zeros / U-Ones
@@ -180,7 +295,9 @@ def chexpert_dataset(root:str|Path, # the CheXpert-v1.0-small folder (holds trai
     if split not in ("train", "val", "test", "all"): raise ValueError(f"split must be train, val, test or all; got {split!r}")
     root = _need(Path(root).expanduser(), "CheXpert folder", _CHEX_LAYOUT)
     csvpath = _need(root/(CHEXPERT_VALID_CSV if split == "test" else CHEXPERT_TRAIN_CSV), "CheXpert label file", _CHEX_LAYOUT)
-    require_columns(pd.read_csv(csvpath, nrows=0), ["Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS], what=str(csvpath))
+    table = read_label_file(csvpath, ["Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS])
+    check_chexpert_table(table, csvpath)
+    _check_views(views, table["AP/PA"].where(table["Frontal/Lateral"] == "Frontal", "L"), csvpath, (*CHEXPERT_AP_PA, "L"))
     with _xrv_warnings():
         x = xrv.datasets.CheX_Dataset(str(root), str(csvpath), views=list(views), unique_patients=False)
     csv = x.csv.copy()
@@ -196,11 +313,38 @@ def chexpert_dataset(root:str|Path, # the CheXpert-v1.0-small folder (holds trai
 _NIH_LAYOUT = f"NIH ChestX-ray14 layout: <root>/images/NNNNNNNN_NNN.png and <root>/{NIH_CSV}"
 _PC_LAYOUT = f"PadChest layout: <root>/images/<ImageID>.png and <root>/{PADCHEST_CSV}"
 
-def _label_csv(root:Path, given, names:list):
+class ShippedLabelsWarning(UserWarning):
+    "A dataset folder has no label file, so the copy torchxrayvision ships is used."
+
+def _label_csv(root:Path, given, names:list, shipped:str) -> str:
+    "The label file: `given`, else one of `names` in `root`, else torchxrayvision's copy, announced (refused if `root` holds another CSV)."
     if given: return str(_need(Path(given).expanduser(), "label file", "path given"))
     for n in names:
         if (root/n).is_file(): return str(root/n)
-    return None   # torchxrayvision's shipped copy
+    own = sorted(p.name for p in root.iterdir() if p.is_file() and re.search(r"\.csv(\.gz)?$", p.name, re.I))
+    if own:
+        raise LabelFileError(f"{root} holds {own} but no label file named {names[0]}: refusing to fall back to the copy "
+                             f"torchxrayvision ships, which would replace this folder's own labels. Pass "
+                             f"csv_path={str(root/own[0])!r}, or rename the file to {names[0]}")
+    copy = xrv_data_file(shipped)
+    warnings.warn(ShippedLabelsWarning(f"{root} has no label file ({names[0]}): using the copy torchxrayvision ships, {copy} "
+                                       "(the published labels of the whole dataset)"), stacklevel=3)
+    return str(copy)
+
+def check_nih_table(df:pd.DataFrame, path) -> None:
+    "Refuse an NIH table with unknown or blank findings, contradictions, bad file names, views or patients."
+    check_paths(path, df, "Image Index", bare=True); check_unique(path, df, "Image Index", df[["Finding Labels"]])
+    check_values(path, df, "View Position", NIH_VIEWS)
+    refuse_cells(path, df, df["Patient ID"].isna(), "Patient ID", "are blank", "Every image needs its patient")
+    found = df["Finding Labels"]
+    refuse_cells(path, df, found.isna(), "Finding Labels", "are blank",
+                 f"NIH writes {NO_FINDING!r} for a film without findings, so a blank cell is a damaged row: restore it")
+    names = found.fillna(NO_FINDING).str.split("|")
+    first_bad = names.map(lambda ns: next((n for n in ns if n not in NIH_VOCABULARY), None))
+    refuse_cells(path, df, first_bad.notna(), "Finding Labels", f"name a finding outside NIH's {len(NIH_VOCABULARY)}",
+                 f"Use NIH's names, exactly: {', '.join(NIH_VOCABULARY)}", NIH_VOCABULARY, values=first_bad)
+    refuse_cells(path, df, names.map(lambda ns: NO_FINDING in ns and len(ns) > 1), "Finding Labels",
+                 f"join {NO_FINDING!r} with findings", "A film has findings or none: fix those rows")
 
 def nih_dataset(root:str|Path, # the NIH folder (holds images/)
                 views=("PA", "AP"), # view positions to keep
@@ -211,14 +355,49 @@ def nih_dataset(root:str|Path, # the NIH folder (holds images/)
     import torchxrayvision as xrv
     root = _need(Path(root).expanduser(), "NIH folder", _NIH_LAYOUT)
     imgs = _need(root/"images", "NIH images folder", _NIH_LAYOUT)
-    csvp = _label_csv(root, csv_path, [NIH_CSV, f"{NIH_CSV}.gz", NIH_CSV_2017])
-    bbox = _label_csv(root, "", [NIH_BBOX_CSV, f"{NIH_BBOX_CSV}.gz"])
-    args = {k: v for k, v in (("csvpath", csvp), ("bbox_list_path", bbox)) if v}
+    csvp = _label_csv(root, csv_path, [NIH_CSV, f"{NIH_CSV}.gz", NIH_CSV_2017], SHIPPED_CSV["nih"])
+    table = read_label_file(csvp, ["Image Index", "Finding Labels", "Patient ID", "View Position", "Patient Age"])
+    require_columns(table.rename(columns={"Patient Sex": "Patient Gender"}), ["Patient Gender"], what=csvp)
+    check_nih_table(table, csvp)
+    _check_views(views, table["View Position"], csvp, NIH_VIEWS)
+    bbox = next((str(root/n) for n in (NIH_BBOX_CSV, f"{NIH_BBOX_CSV}.gz") if (root/n).is_file()), None)
     with _xrv_warnings():
-        x = xrv.datasets.NIH_Dataset(str(imgs), views=list(views), unique_patients=False, **args)
+        x = xrv.datasets.NIH_Dataset(str(imgs), csvpath=csvp, views=list(views), unique_patients=False,
+                                     **({"bbox_list_path": bbox} if bbox else {}))
     csv = x.csv.copy()
     csv["path"] = "images/" + csv["Image Index"]
     return CXRDataset(root, csv, x.pathologies, x.labels, name="NIH", **kw)
+
+def _report_terms(cell:str) -> tuple|None:
+    "The stripped terms of a PadChest `Labels` cell, or None if it is not a Python list of strings."
+    try: terms = ast.literal_eval(cell)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): return None
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms): return None
+    return tuple(t.strip() for t in terms if t.strip())
+
+@functools.lru_cache(maxsize=1)
+def padchest_vocabulary() -> frozenset:
+    "Every report term of PadChest's full label table (the copy torchxrayvision ships)."
+    cells = pd.read_csv(xrv_data_file(SHIPPED_CSV["padchest"]), usecols=["Labels"], dtype=str).Labels.dropna().unique()
+    return frozenset(t for c in cells for t in (_report_terms(c) or ()))
+
+def check_padchest_table(df:pd.DataFrame, path) -> np.ndarray:
+    "Refuse a PadChest table with malformed or unknown report terms, bad file names, projections or patients; return the unlabelled rows."
+    check_paths(path, df, "ImageID", bare=True); check_unique(path, df, "ImageID", df[["Labels"]])
+    check_values(path, df, "Projection", PADCHEST_PROJECTIONS)
+    refuse_cells(path, df, df["PatientID"].isna(), "PatientID", "are blank", "Every image needs its patient")
+    unlabelled = (df.Labels.isna() | df.Labels.str.strip().isin(PADCHEST_UNLABELLED)).to_numpy()
+    codes, cells = pd.factorize(df.Labels.where(~unlabelled))
+    terms = [_report_terms(c) for c in cells]
+    malformed = np.array([t is None for t in terms] + [False])[codes]
+    refuse_cells(path, df, malformed, "Labels", "are not a list of report terms such as ['cardiomegaly', 'scoliosis']",
+                 "Write each cell as PadChest does, a Python list of quoted terms")
+    vocab = padchest_vocabulary()
+    unknown = [next((t for t in ts if t not in vocab), None) for ts in terms] + [None]
+    refuse_cells(path, df, pd.notna(np.array(unknown, object)[codes]), "Labels",
+                 "hold a term PadChest's reports never use", "Spell the terms as PadChest does (case included)",
+                 vocab, values=np.array(unknown, object)[codes])
+    return unlabelled
 
 def padchest_dataset(root:str|Path, # the PadChest folder (holds images/)
                      views=("PA", "AP", "AP Supine"), # projections (torchxrayvision calls AP_horizontal "AP Supine")
@@ -230,39 +409,80 @@ def padchest_dataset(root:str|Path, # the PadChest folder (holds images/)
     import torchxrayvision as xrv
     root = _need(Path(root).expanduser(), "PadChest folder", _PC_LAYOUT)
     img_dir = _need(root/images if images else root, "PadChest images folder", _PC_LAYOUT)
-    csvp = _label_csv(root, csv_path, [PADCHEST_CSV, f"{PADCHEST_CSV}.gz"])
+    csvp = _label_csv(root, csv_path, [PADCHEST_CSV, f"{PADCHEST_CSV}.gz"], SHIPPED_CSV["padchest"])
+    table = read_label_file(csvp, ["ImageID", "PatientID", "Projection", "Labels"])
+    unlabelled = set(table.ImageID[check_padchest_table(table, csvp)])
+    _check_views(views, table.Projection.replace({"AP_horizontal": "AP Supine"}), csvp, (*PADCHEST_PROJECTIONS, "AP Supine"))
     with _xrv_warnings():
-        x = xrv.datasets.PC_Dataset(str(img_dir), **({"csvpath": csvp} if csvp else {}), views=list(views), unique_patients=False)
-    csv = x.csv.copy()
+        x = xrv.datasets.PC_Dataset(str(img_dir), csvpath=csvp, views=list(views), unique_patients=False)
+    keep = ~x.csv.ImageID.isin(unlabelled).to_numpy()   # torchxrayvision drops blank and 'nan' cells but keeps [''] as all negative
+    csv = x.csv[keep].copy()
     csv["path"] = (f"{images}/" if images else "") + csv["ImageID"]
-    return CXRDataset(root, csv, x.pathologies, x.labels, name="PadChest", **kw)
+    ds = CXRDataset(root, csv, x.pathologies, x.labels[keep], name="PadChest", **kw)
+    dropped = sorted(unlabelled & set(table.ImageID[table.Projection.replace({"AP_horizontal": "AP Supine"}).isin(views)]))
+    ds.skipped = pd.concat([pd.DataFrame({"path": [str(root/(f"{images}/" if images else "")/i) for i in dropped],
+                                          "reason": "no labels (blank, 'nan' or [''] in Labels)"}), ds.skipped], ignore_index=True)
+    return ds
 
 # %% ../nbs/05_datasets.ipynb #addb4534
 _PNEU_LAYOUT = "Kaggle chest-xray-pneumonia layout: <root>/chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg"
+
+_PNEU_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+class PatientOverlapWarning(UserWarning):
+    "The same patient is in more than one official split of a dataset."
+
+def _class_folders(base:Path) -> dict:
+    "{(split, class): folder} under chest_xray/: class folders matched in any case, each present; unknown folders refused."
+    found = {}
+    for split in PNEUMONIA_SPLITS:
+        if not (base/split).is_dir(): continue
+        for d in sorted(p for p in (base/split).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            cls = d.name.upper()
+            if cls not in PNEUMONIA_CLASSES:
+                raise ValueError(f"{d}: unknown class folder {d.name!r}; each split holds {' and '.join(PNEUMONIA_CLASSES)} only")
+            if (split, cls) in found: raise ValueError(f"{base/split} has two folders for {cls}: {found[split, cls].name} and {d.name}")
+            found[split, cls] = d
+        missing = [c for c in PNEUMONIA_CLASSES if (split, c) not in found]
+        if missing: raise FileNotFoundError(f"{base/split} has no {' or '.join(missing)} folder: a split needs both classes")
+    return found
+
+def _class_images(folder:Path) -> list[Path]:
+    "The images of one class folder; an empty one is refused (a split without positives or negatives is no split)."
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    imgs = [f for f in files if f.suffix.lower() in _PNEU_IMAGE_SUFFIXES]
+    if not imgs: raise FileNotFoundError(f"{folder} holds no image ({', '.join(_PNEU_IMAGE_SUFFIXES)}); fill it or remove its split")
+    other = [f.name for f in files if f.suffix.lower() not in _PNEU_IMAGE_SUFFIXES]
+    if other: warnings.warn(f"{folder}: {len(other)} file(s) that are not images left out, e.g. {other[:3]}", stacklevel=3)
+    return imgs
+
+def _warn_official_overlap(csv:pd.DataFrame, base:Path) -> None:
+    "Warn naming the patients the official splits share (the Kaggle split is not by patient)."
+    try: assert_no_patient_overlap(csv, "patientid", "split")
+    except PatientLeakageError as e:
+        warnings.warn(PatientOverlapWarning(f"{base}: the official splits share patients ({e}); evaluate on a patient-level "
+                                            "split (cxr_nb.curation.grouped_patient_split) to keep scores honest"), stacklevel=3)
 
 def pneumonia_dataset(root:str|Path, # folder holding chest_xray/
                       split:str|None=None, # an official split ("train", "val", "test") or None for all images
                       **kw, # CXRDataset options
                      ) -> CXRDataset:
     "Kaggle pediatric pneumonia from its folders: label Pneumonia, patient from the file name, official split kept in `split`."
+    if split is not None and split not in PNEUMONIA_SPLITS: raise ValueError(f"split must be one of {PNEUMONIA_SPLITS} or None; got {split!r}")
     root = _need(Path(root).expanduser(), "pneumonia folder", _PNEU_LAYOUT)
     base = _need(root/"chest_xray", "chest_xray folder", _PNEU_LAYOUT)
-    rows = []
-    for s in ("train", "val", "test"):
-        for cls in ("NORMAL", "PNEUMONIA"):
-            d = base/s/cls
-            if not d.is_dir(): continue
-            for f in sorted(d.iterdir()):
-                if f.suffix.lower() not in (".jpeg", ".jpg", ".png"): continue
-                sub = "bacteria" if "bacteria" in f.name else "virus" if "virus" in f.name else ""
-                rows.append({"path": str(f.relative_to(root)), "split": s, "label": cls, "subtype": sub,
-                             "patientid": pneumonia_patient_id(f), "view": "frontal"})
-    if not rows: raise FileNotFoundError(f"no images under {base}. Expected the {_PNEU_LAYOUT}")
+    folders = _class_folders(base)
+    if not folders: raise FileNotFoundError(f"no split folder ({', '.join(PNEUMONIA_SPLITS)}) under {base}. Expected the {_PNEU_LAYOUT}")
+    rows = [{"path": str(f.relative_to(root)), "split": s, "label": cls,
+             "subtype": "bacteria" if "bacteria" in f.name else "virus" if "virus" in f.name else "",
+             "patientid": pneumonia_patient_id(f), "view": "frontal"}
+            for (s, cls), d in folders.items() for f in _class_images(d)]
     csv = pd.DataFrame(rows)
+    _warn_official_overlap(csv, base)
     if split is not None:
-        if split not in ("train", "val", "test"): raise ValueError(f"split must be train, val, test or None; got {split!r}")
+        if split not in set(csv.split): raise FileNotFoundError(f"no {split} split under {base}; it has {sorted(set(csv.split))}")
         csv = csv[csv.split == split]
-    return CXRDataset(root, csv, ["Pneumonia"], (csv.label == "PNEUMONIA").to_numpy(np.float32)[:, None],
+    return CXRDataset(root, csv, ["Pneumonia"], (csv.label == PNEUMONIA_CLASSES[1]).to_numpy(np.float32)[:, None],
                       name=f"Pneumonia-{split or 'all'}", **kw)
 
 # %% ../nbs/05_datasets.ipynb #f4218422

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from .preprocess import read_gray_float, to_unit_gray
 
 # %% auto #0
-__all__ = ['AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'sample_paths', 'PixelStats', 'pixel_stats', 'stats_table',
-           'domain_gap', 'plot_domain_gap']
+__all__ = ['AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'CONSTANT_STD', 'sample_paths', 'PixelStats', 'pixel_stats',
+           'stats_table', 'domain_gap', 'plot_domain_gap']
 
 # %% ../nbs/06_domain.ipynb #e39b1ed9
 def sample_paths(paths:Sequence, # image paths (str or Path), in any order
@@ -40,6 +40,8 @@ def sample_paths(paths:Sequence, # image paths (str or Path), in any order
 AT_ZERO, AT_ONE = 0.5/255, 254.5/255   # a pixel is "at 0" / "at 1" at or beyond these
 BIN_CENTRES = np.arange(256) / 255     # histogram bin k: pixels that round to k/255
 BIN_EDGES = (np.arange(257) - 0.5) / 255
+
+CONSTANT_STD = 1e-6   # a pooled std below this (1/15 of one 16-bit grey level) means every pixel holds one value
 
 @dataclass
 class PixelStats:
@@ -82,13 +84,14 @@ def pixel_stats(items:Sequence, # image paths, or 2-D arrays (uint8, uint16, or 
                 keep:int=3, # how many images (the first ones) to keep as examples for figures
                 workers:int|None=None, # reading threads (default: min(8, cores))
                 progress:bool=True, # tqdm bar
+                depth16:str="scale", # 16-bit files: "scale" (/ 65535) or "bits" (/ 2**k - 1, for 12-bit data; see read_gray_float)
                ) -> PixelStats:
     "Stream images once and pool their pixel statistics; per-image means and stds come along."
     items = list(items)
     if not items: raise ValueError(f"pixel_stats{f' of {name!r}' if name else ''}: no images given")
     def one(i_item):
         i, it = i_item
-        x = to_unit_gray(it, size, name=f"array[{i}]") if isinstance(it, np.ndarray) else read_gray_float(it, size)
+        x = to_unit_gray(it, size, name=f"array[{i}]") if isinstance(it, np.ndarray) else read_gray_float(it, size, depth16)
         return _image_stats(x), (x if i < keep else None)
     workers = workers or min(8, os.cpu_count() or 1)
     ns, ms, vs, n0, n1, ex = [], [], [], 0, 0, []
@@ -118,6 +121,11 @@ def domain_gap(a:PixelStats, # first dataset (the original: NIH)
     "Mean shift, std ratio (a / b), two-sample tests on per-image means, histogram distance and spike fractions."
     for s in (a, b):
         if s.n_images < 2: raise ValueError(f"{s.name or 'a dataset'} has {s.n_images} image(s); a two-sample test needs at least 2 per group")
+        if s.std < CONSTANT_STD:
+            raise ValueError(f"{s.name or 'a dataset'}: every pixel of its {s.n_images} images has one grey level, {s.mean:.4g} "
+                             f"(= {s.mean * 255:.1f}/255; pooled std {s.std:.2g}), so its std ratio and spread mean nothing. "
+                             "Check its files: blank or failed exports? 16-bit files read at the wrong bit depth "
+                             "(a BitDepthWarning; depth16='bits')? the wrong folder?")
     mw = _st.mannwhitneyu(a.image_means, b.image_means, alternative="two-sided")
     ks = _st.ks_2samp(a.image_means, b.image_means)
     return {"a": a.name, "b": b.name, "n_a": a.n_images, "n_b": b.n_images,

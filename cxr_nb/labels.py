@@ -12,7 +12,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'NIH_LABELS', 'NIH_BBOX_LABELS', 'PADCHEST_LABELS', 'SYNTH_FINDINGS', 'SYNTH_LABELS',
            'LABEL_SPACES', 'CHEXPERT_TRAIN_CSV', 'CHEXPERT_VALID_CSV', 'NIH_CSV', 'NIH_CSV_2017', 'NIH_BBOX_CSV',
-           'PADCHEST_CSV', 'SHIPPED_CSV', 'SYNONYMS', 'xrv_data_file']
+           'PADCHEST_CSV', 'SHIPPED_CSV', 'NO_FINDING', 'NIH_VOCABULARY', 'NIH_VIEWS', 'CHEXPERT_VALUES',
+           'CHEXPERT_FRONTAL_LATERAL', 'CHEXPERT_AP_PA', 'PADCHEST_PROJECTIONS', 'PADCHEST_UNLABELLED',
+           'PNEUMONIA_SPLITS', 'PNEUMONIA_CLASSES', 'SYNONYMS', 'xrv_data_file']
 
 # %% ../nbs/01_labels.ipynb #0770aa1b
 CHEXPERT_LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
@@ -52,6 +54,17 @@ def xrv_data_file(name:str, # a file name under `torchxrayvision/data/`, e.g. SH
         raise FileNotFoundError(f"{p} not found; torchxrayvision {importlib.metadata.version('torchxrayvision')} "
                                 f"ships: {', '.join(have) or 'nothing'}")
     return p
+
+# %% ../nbs/01_labels.ipynb #af8c44ef
+NO_FINDING = "No Finding"
+NIH_VOCABULARY = (*NIH_LABELS, NO_FINDING)       # the names a `Finding Labels` cell may join with "|"
+NIH_VIEWS = ("PA", "AP")
+CHEXPERT_VALUES = (1.0, 0.0, -1.0)               # blank: not mentioned
+CHEXPERT_FRONTAL_LATERAL = ("Frontal", "Lateral")
+CHEXPERT_AP_PA = ("AP", "PA", "LL", "RL")        # blank for most laterals
+PADCHEST_PROJECTIONS = ("PA", "L", "AP_horizontal", "AP", "COSTAL", "EXCLUDE", "UNK")
+PADCHEST_UNLABELLED = ("nan", "['']", "[]")      # the release's ways of writing "no labels" besides a blank cell
+PNEUMONIA_SPLITS, PNEUMONIA_CLASSES = ("train", "val", "test"), ("NORMAL", "PNEUMONIA")   # Kaggle: the folders are the labels
 
 # %% ../nbs/01_labels.ipynb #a55d3969
 SYNONYMS = [("Effusion", "Pleural Effusion"), ("Hernia", "Hiatal Hernia"), ("Fibrosis", "Pulmonary Fibrosis"),

@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import re
+import struct
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +32,14 @@ from tqdm.auto import tqdm
 from .core import atomic_dir, data_root, now_iso, read_json, seed_worker, seeded_generator, write_json
 
 # %% auto #0
-__all__ = ['RESIZE_MODES', 'PAD_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'NORMS', 'LUMA', 'CACHE_FORMAT',
-           'CACHE_VERSION', 'IMAGES_FILE', 'MASKS_FILE', 'MANIFEST_FILE', 'cxr_phantom', 'crop_dark_frame',
-           'resize_cover_crop', 'fit_pad_box', 'resize_fit_pad', 'resize', 'NormSpec', 'get_norm', 'to_channels',
-           'normalize', 'denormalize', 'decode_gray', 'read_gray_uint8', 'to_unit_gray', 'read_gray_float',
-           'Preprocess', 'InputSpec', 'PreprocessError', 'stack_masks', 'MaskSource', 'cache_key', 'ImageCache',
-           'build_cache', 'CacheDataset', 'train_augment', 'make_loader']
+__all__ = ['RESIZE_MODES', 'PAD_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'NORMS', 'LUMA', 'MAX_PIXELS',
+           'MAX_PIXELS_ENV', 'MIN_SIDE', 'DEPTH16_MODES', 'DIM16_BITS', 'CACHE_FORMAT', 'CACHE_VERSION', 'IMAGES_FILE',
+           'MASKS_FILE', 'MANIFEST_FILE', 'cxr_phantom', 'crop_dark_frame', 'resize_cover_crop', 'fit_pad_box',
+           'resize_fit_pad', 'resize', 'NormSpec', 'get_norm', 'to_channels', 'normalize', 'denormalize',
+           'read_image_size', 'max_image_pixels', 'decode_gray', 'BitDepthWarning', 'read_gray_uint8', 'to_unit_gray',
+           'read_gray_float', 'Preprocess', 'InputSpec', 'PreprocessError', 'CacheCorruptError', 'CacheCorruptWarning',
+           'stack_masks', 'MaskSource', 'cache_key', 'ImageCache', 'build_cache', 'CacheDataset', 'train_augment',
+           'make_loader']
 
 # %% ../nbs/03_preprocess.ipynb #14a4b133
 def cxr_phantom(h:int=256, # height in pixels
@@ -241,26 +245,126 @@ def denormalize(x:torch.Tensor, # normalised image(s), (C, H, W) or (N, C, H, W)
     scale, shift = _affine(get_norm(norm), 1.0, x.dtype, x.device)
     return (x - shift) / scale
 
+# %% ../nbs/03_preprocess.ipynb #677ed19d
+MAX_PIXELS = 100_000_000   # the largest image (width x height) decode_gray reads, unless raised (see above)
+MAX_PIXELS_ENV = "CXR_MAX_IMAGE_PIXELS"   # environment variable overriding MAX_PIXELS; read at every call
+MIN_SIDE = 16   # shortest side, in pixels, of an image decode_gray takes for a radiograph
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}   # SOF0-15 (not DHT/JPG/DAC)
+
+def _jpeg_size(f) -> tuple|None:
+    "(height, width) from the frame header of the JPEG open in `f`, walking the segments before it."
+    f.seek(2)
+    while True:
+        b = f.read(1)
+        if b != b"\xff": return None                     # not at a marker: damaged; the decoder will say so
+        while b == b"\xff": b = f.read(1)               # fill bytes
+        if not b or b[0] in (0xD9, 0xDA): return None    # end of file, end of image, or scan data before a frame header
+        if b[0] == 0x01 or 0xD0 <= b[0] <= 0xD8: continue   # markers without a length
+        seg = f.read(2)
+        if len(seg) < 2 or int.from_bytes(seg, "big") < 2: return None
+        if b[0] in _JPEG_FRAME_MARKERS:
+            d = f.read(5)
+            return struct.unpack(">HH", d[1:]) if len(d) == 5 else None
+        f.seek(int.from_bytes(seg, "big") - 2, 1)
+
+def _read_header(path) -> tuple:
+    "(height, width) as a PNG or JPEG header claims it (None: other formats), and False for a JPEG without its end marker."
+    with open(path, "rb") as f:
+        head, complete = f.read(24), True
+        if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR": hw = struct.unpack(">II", head[16:24])[::-1]
+        elif head.startswith(b"\xff\xd8"):
+            hw = _jpeg_size(f)
+            f.seek(-min(32, f.seek(0, 2)), 2); complete = b"\xff\xd9" in f.read()   # EOI within the last 32 bytes
+        else: hw = None
+    return ((int(hw[0]), int(hw[1])) if hw and min(hw) > 0 else None), complete
+
+def read_image_size(path:str|Path, # an image file
+                   ) -> tuple|None:
+    "(height, width) as a PNG's IHDR or a JPEG's frame header claims it, reading only the header; None for other formats."
+    return _read_header(path)[0]
+
+def max_image_pixels(max_pixels:int|None=None, # an explicit limit; None: $CXR_MAX_IMAGE_PIXELS, else MAX_PIXELS
+                    ) -> int:
+    "The pixel limit in force: `max_pixels` if given, else the environment variable (read now), else `MAX_PIXELS`."
+    where, value = "max_pixels", max_pixels
+    if value is None:
+        where, value = f"the environment variable {MAX_PIXELS_ENV}", os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not value: return MAX_PIXELS
+        value = int(value) if value.isdigit() else value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{where} must be a positive whole number of pixels (width x height), got {value!r}; "
+                         f"e.g. 200000000 (the default is {MAX_PIXELS:,})")
+    return int(value)
+
+def _check_size(path, h:int, w:int, limit:int) -> None:
+    "Refuse an image of more than `limit` pixels or with a side under MIN_SIDE, naming the file and its size."
+    if h * w > limit:
+        raise ValueError(f"{path}: {w} x {h} pixels (width x height) = {h*w:,}, over the limit of {limit:,} pixels "
+                         f"(decoded, it would take at least {h*w/2**30:.1f} GiB): a decompression bomb or not a radiograph. "
+                         f"If the file is genuine, raise the limit: max_pixels=N, or the environment variable {MAX_PIXELS_ENV}=N")
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{path}: {w} x {h} pixels (width x height) is a placeholder or thumbnail, not a radiograph "
+                         f"(a side under {MIN_SIDE} px); replace it with the full-size image or leave it out")
+
 # %% ../nbs/03_preprocess.ipynb #46104ca4
+_PIXEL_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
 def decode_gray(path:str|Path, # image file (PNG, JPEG, ... 8 or 16 bit, grey or colour)
+                max_pixels:int|None=None, # refuse images larger than this (None: $CXR_MAX_IMAGE_PIXELS, else MAX_PIXELS)
                ) -> np.ndarray:
-    "Decode an image file into a 2-D grey array at its own bit depth (uint8 or uint16)."
+    "Decode an image file into a 2-D grey array at its own bit depth (uint8 or uint16); bombs and thumbnails are refused."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no such image file: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-    if img is None: raise ValueError(f"cannot decode image {path} (corrupt, empty or not an image format OpenCV reads)")
+    limit, (hw, complete) = max_image_pixels(max_pixels), _read_header(path)
+    if hw is not None: _check_size(path, *hw, limit)          # before any pixel data is decoded
+    if not complete: raise ValueError(f"cannot decode image {path}: a JPEG without its end-of-image marker, cut short (an "
+                                      "interrupted download or copy?); OpenCV would fill its missing rows with grey. Fetch it again")
+    try: img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as e:
+        raise ValueError(f"cannot decode image {path}: OpenCV refused it ({str(e).split('error: ', 1)[-1].strip()})") from e
+    if img is None: raise ValueError(f"cannot decode image {path} (corrupt, truncated, empty or not an image format OpenCV reads)")
+    if img.dtype not in _PIXEL_TYPES:
+        raise ValueError(f"{path}: unsupported pixel type {img.dtype}; expected 8- or 16-bit integer pixels (save it as a 16-bit PNG)")
+    if hw is None: _check_size(path, *img.shape, limit)       # formats whose header is not read here
     return img
 
+# %% ../nbs/03_preprocess.ipynb #0346ddc7
+DEPTH16_MODES = ("scale", "stretch", "bits")
+DIM16_BITS = 14   # a 16-bit image whose maximum fits in this many bits gets a BitDepthWarning under depth16="scale"
+
+class BitDepthWarning(UserWarning):
+    "A 16-bit image holds data of fewer bits (10, 12, 14): divided by 65535 it reads nearly black."
+
+_dim16_folders, _dim16_lock = set(), threading.Lock()
+
+def _depth16_divisor(img:np.ndarray, depth16:str, path, other:str="") -> float:
+    "What a 16-bit image is divided by to land on [0, 1]: 65535 ('scale', warning once per folder on few-bit data) or 2**k - 1 ('bits')."
+    mx = int(img.max()); bits = max(1, mx.bit_length())
+    if depth16 == "bits": return float(2**bits - 1)
+    folder = os.path.dirname(os.path.abspath(path))
+    if 0 < mx < 2**DIM16_BITS:
+        with _dim16_lock:
+            first = folder not in _dim16_folders; _dim16_folders.add(folder)
+        if first: warnings.warn(
+            f"{path}: a 16-bit image whose brightest pixel is {mx} of 65535 ({bits}-bit data in a 16-bit container?) reads "
+            f"nearly black divided by 65535 (at most {mx/65535:.1%} of white). Read it with depth16='bits' (divide by "
+            f"2**{bits}-1 = {2**bits - 1}){other}. Warned once per folder: other such files in {folder} are not reported",
+            BitDepthWarning, stacklevel=3)
+    return 65535.0
+
 def read_gray_uint8(path:str|Path, # image file (PNG, JPEG, ... 8 or 16 bit, grey or colour)
-                    depth16:str="scale", # 16-bit files: "scale" (value / 257) or "stretch" (own min..max -> 0..255)
+                    depth16:str="scale", # 16-bit files: "scale" (/ 65535), "bits" (/ 2**k - 1 >= max) or "stretch" (min..max)
+                    max_pixels:int|None=None, # refuse larger images (None: $CXR_MAX_IMAGE_PIXELS, else MAX_PIXELS)
                    ) -> np.ndarray:
     "Read an image file as 2-D uint8 grey (colour -> luminance, 16 bit -> 8 bit)."
-    if depth16 not in ("scale", "stretch"): raise ValueError(f"depth16 must be 'scale' or 'stretch', got {depth16!r}")
-    img = decode_gray(path)
-    if img.dtype != np.uint8:
-        if depth16 == "stretch": img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-        else: img = np.round(img.astype(np.float32) * (255 / np.iinfo(img.dtype).max)).astype(np.uint8)
-    return img
+    if depth16 not in DEPTH16_MODES: raise ValueError(f"depth16 must be one of {DEPTH16_MODES}, got {depth16!r}")
+    img = decode_gray(path, max_pixels)
+    if img.dtype == np.uint8: return img
+    if depth16 == "stretch": return cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    div = _depth16_divisor(img, depth16, path, " or depth16='stretch' (each image's own min..max)")
+    return np.round(img.astype(np.float32) * (255 / div)).astype(np.uint8)
 
 _DIVISOR = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -288,9 +392,17 @@ def to_unit_gray(img:np.ndarray, # 2-D grey image: uint8, uint16, or float alrea
 
 def read_gray_float(path:str|Path, # an 8- or 16-bit PNG, a JPEG, or anything else OpenCV reads
                     size:int|None=None, # side of the square output (None: keep the native size)
+                    depth16:str="scale", # 16-bit files: "scale" (/ 65535) or "bits" (/ 2**k - 1 >= the image's max)
+                    max_pixels:int|None=None, # refuse larger images (None: $CXR_MAX_IMAGE_PIXELS, else MAX_PIXELS)
                    ) -> np.ndarray:
-    "Read an image file as float32 grey in [0, 1] (8 bit / 255, 16 bit / 65535), optionally at `size` x `size`."
-    return to_unit_gray(decode_gray(path), size, name=str(path))
+    "Read an image file as float32 grey in [0, 1] (8 bit / 255, 16 bit / 65535 or its bit depth), optionally at `size` x `size`."
+    if depth16 not in ("scale", "bits"):
+        raise ValueError(f"read_gray_float: depth16 must be 'scale' or 'bits', got {depth16!r} "
+                         "(a per-image stretch would erase the exposure differences that pixel statistics measure)")
+    img = decode_gray(path, max_pixels)
+    if img.dtype == np.uint16 and (div := _depth16_divisor(img, depth16, path)) != 65535.0:
+        img = img.astype(np.float32) / np.float32(div)
+    return to_unit_gray(img, size, name=str(path))
 
 # %% ../nbs/03_preprocess.ipynb #070d1615
 @dataclass(frozen=True)
@@ -361,11 +473,24 @@ class InputSpec:
     def channels(self) -> int: return get_norm(self.norm).channels
 
 # %% ../nbs/03_preprocess.ipynb #b26e3044
-CACHE_FORMAT, CACHE_VERSION = "cxr_nb.preprocess.cache", 2
+CACHE_FORMAT, CACHE_VERSION = "cxr_nb.preprocess.cache", 3   # 3: sources stamped with ctime and inode too
 IMAGES_FILE, MASKS_FILE, MANIFEST_FILE = "images.npy", "masks.npy", "manifest.json"
 
 class PreprocessError(RuntimeError):
     "An image could not be read or preprocessed while building a cache."
+
+class CacheCorruptError(ValueError):
+    "A cache folder whose manifest or arrays are missing, truncated or inconsistent: delete it and rebuild."
+
+class CacheCorruptWarning(UserWarning):
+    "`build_cache` found a damaged cache under its key and rebuilt it."
+
+def _corrupt(folder:Path, problem:str) -> CacheCorruptError:
+    "The error for a damaged cache: its folder, what is wrong (kept as `.problem`) and what to do."
+    e = CacheCorruptError(f"damaged cache {folder}: {problem}; delete the folder and rebuild it "
+                          "(build_cache with the same sources and parameters rebuilds it by itself)")
+    e.problem = problem
+    return e
 
 def stack_masks(found:dict, # name -> H x W mask, for the findings an image has
                 names:Sequence, # channels wanted, in order
@@ -391,8 +516,9 @@ class MaskSource:
 def _norm_path(p) -> str: return os.path.abspath(os.path.expanduser(str(p)))
 
 def _file_stamp(p:str) -> list:
-    try: st = os.stat(p); return [p, st.st_size, st.st_mtime_ns]
-    except OSError: return [p, None, None]
+    "What tells a changed file without reading it: path, size, mtime, ctime (no user can set it back), inode."
+    try: st = os.stat(p); return [p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    except OSError: return [p, None, None, None, None]
 
 def _callable_name(f) -> str: return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}"
 
@@ -401,7 +527,7 @@ def cache_key(sources:Sequence, # image paths, in row order
               loader:Callable=None, # the function that reads a path (default read_gray_uint8)
               masks:MaskSource|None=None, # ground-truth masks to cache with the images
              ) -> str:
-    "SHA-256 of the cache format, every preprocessing parameter, the loader, the sources and mask files (path, size, mtime)."
+    "SHA-256 of the cache format, every preprocessing parameter, the loader, the sources and mask files (path, size, mtime, ctime, inode)."
     spec = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "params": prep.params(),
             "loader": _callable_name(loader or read_gray_uint8), "sources": [_file_stamp(_norm_path(p)) for p in sources],
             "masks": None if masks is None else {"names": list(masks.names), "read": _callable_name(masks.read),
@@ -409,21 +535,41 @@ def cache_key(sources:Sequence, # image paths, in row order
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 # %% ../nbs/03_preprocess.ipynb #b3891ebb
+def _open_array(folder:Path, name:str, shape) -> np.ndarray:
+    "Memory-map the uint8 array `folder/name`; a missing, truncated or misshapen file is a CacheCorruptError naming both."
+    try: a = np.load(folder/name, mmap_mode="r")
+    except FileNotFoundError: raise _corrupt(folder, f"{name} is missing") from None
+    except (ValueError, OSError, EOFError) as e: raise _corrupt(folder, f"{name} is truncated or not a .npy array ({e})") from e
+    if list(a.shape) != list(shape) or a.dtype != np.uint8:
+        raise _corrupt(folder, f"{name} holds a {list(a.shape)} {a.dtype} array, the manifest says {list(shape)} uint8")
+    return a
+
+def _read_manifest(folder:Path) -> tuple[dict, list, set]:
+    "The manifest of the cache in `folder`, its array shape and its failed rows, checked for consistency."
+    try: m = read_json(folder/MANIFEST_FILE)
+    except (FileNotFoundError, ValueError) as e: raise _corrupt(folder, str(e)) from e
+    if not isinstance(m, dict) or m.get("format") != CACHE_FORMAT or m.get("version") != CACHE_VERSION:
+        got = (m.get("format"), m.get("version")) if isinstance(m, dict) else type(m).__name__
+        raise _corrupt(folder, f"{MANIFEST_FILE} is not that of a {CACHE_FORMAT} of version {CACHE_VERSION} (it holds {got})")
+    try:
+        shape, failed = [int(v) for v in m["shape"]], {int(f["index"]) for f in m["failures"]}
+        ok = len(shape) == 3 and shape[0] == len(m["sources"]) - len(failed) and "mask_names" in m
+    except (KeyError, TypeError, ValueError) as e: raise _corrupt(folder, f"{MANIFEST_FILE} lacks or garbles {e}") from e
+    if not ok: raise _corrupt(folder, f"{MANIFEST_FILE}: shape {shape} disagrees with {len(m['sources'])} sources "
+                                      f"less {len(failed)} failures, or mask_names is missing")
+    return m, shape, failed
+
 class ImageCache:
     "A finished preprocessed cache: a memory-mapped N x H x W uint8 array, optional packed masks, and its manifest."
     def __init__(self, path:str|Path, built:bool=False):
         self.path, self.built = Path(path), built
-        self.manifest = read_json(self.path/MANIFEST_FILE)
-        if self.manifest.get("format") != CACHE_FORMAT or self.manifest.get("version") != CACHE_VERSION:
-            raise ValueError(f"{self.path} is not a cxr_nb cache of version {CACHE_VERSION} (manifest format "
-                             f"{self.manifest.get('format')!r}, version {self.manifest.get('version')!r}); delete it and rebuild")
-        self.images = np.load(self.path/IMAGES_FILE, mmap_mode="r")
-        if list(self.images.shape) != self.manifest["shape"] or self.images.dtype != np.uint8:
-            raise ValueError(f"{self.path}: array {self.images.shape} {self.images.dtype} does not match "
-                             f"the manifest {self.manifest['shape']} uint8; delete the folder and rebuild")
-        self.mask_names = list(self.manifest.get("mask_names") or [])
-        self.packed_masks = np.load(self.path/MASKS_FILE, mmap_mode="r") if self.manifest.get("mask_names") is not None else None
-        failed = {f["index"] for f in self.manifest["failures"]}
+        if not self.path.is_dir(): raise FileNotFoundError(f"no cache folder {self.path}; build it with build_cache")
+        self.manifest, shape, failed = _read_manifest(self.path)
+        self.images = _open_array(self.path, IMAGES_FILE, shape)
+        names = self.manifest["mask_names"]
+        self.mask_names = list(names or [])
+        self.packed_masks = None if names is None else \
+            _open_array(self.path, MASKS_FILE, [shape[0], len(names), shape[1], (shape[2] + 7)//8])
         self.sources = self.manifest["sources"]
         self.paths = [p for i, p in enumerate(self.sources) if i not in failed]
         self.failures = self.manifest["failures"]
@@ -527,11 +673,16 @@ def build_cache(sources:Sequence, # image paths; row i of the cache is sources[i
     key = cache_key(sources, prep, loader, masks)
     final = root/f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{prep.size[0]}x{prep.size[1]}-{key[:16]}"
     if final.exists() and not force:
-        cache = ImageCache(final)
-        if on_error == "raise" and cache.failures:
-            raise PreprocessError(f"cache {final} was built with on_error='skip' and left out "
-                                  f"{len(cache.failures)} image(s), e.g. {cache.failures[0]['path']}: {cache.failures[0]['error']}")
-        return cache
+        try: cache = ImageCache(final)
+        except CacheCorruptError as e:
+            warnings.warn(f"cache {final} is damaged ({e.problem}); rebuilding it from its sources and replacing the folder",
+                          CacheCorruptWarning, stacklevel=2)
+            force = True
+        else:
+            if on_error == "raise" and cache.failures:
+                raise PreprocessError(f"cache {final} was built with on_error='skip' and left out {len(cache.failures)} "
+                                      f"image(s), e.g. {cache.failures[0]['path']}: {cache.failures[0]['error']}")
+            return cache
     try:
         with atomic_dir(final, replace=force) as stage:
             _write_cache(stage, sources, prep, loader, masks, on_error, workers or min(8, os.cpu_count() or 1),
@@ -579,18 +730,19 @@ class CacheDataset(Dataset):
         self.csv = None if csv is None else csv[keep].reset_index(drop=True)
         self.pathologies = None if pathologies is None else list(pathologies)
         self.mask_names = cache.mask_names if cache.has_masks else None
+        self._shapes = {IMAGES_FILE: cache.images.shape, MASKS_FILE: cache.packed_masks.shape if cache.has_masks else None}
         self._images = self._masks = None
 
     @property
     def images(self) -> np.ndarray:
         "The cache array, memory-mapped on first use in this process."
-        if self._images is None: self._images = np.asarray(np.load(self.cache_path/IMAGES_FILE, mmap_mode="r"))
+        if self._images is None: self._images = np.asarray(_open_array(self.cache_path, IMAGES_FILE, self._shapes[IMAGES_FILE]))
         return self._images
 
     def masks(self, i:int) -> torch.Tensor:
         "Item `i`'s C x H x W boolean masks (channels named by `mask_names`), unaugmented."
         if self.mask_names is None: raise ValueError(f"{self.name}: its cache holds no masks")
-        if self._masks is None: self._masks = np.asarray(np.load(self.cache_path/MASKS_FILE, mmap_mode="r"))
+        if self._masks is None: self._masks = np.asarray(_open_array(self.cache_path, MASKS_FILE, self._shapes[MASKS_FILE]))
         return torch.from_numpy(np.unpackbits(self._masks[self.rows[i]], axis=-1, count=self.images.shape[2]).astype(bool))
 
     def __getstate__(self): return {**self.__dict__, "_images": None, "_masks": None}

@@ -6,21 +6,35 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import difflib
+import json
+import os
 import re
 import shutil
+import socket
 import sys
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
-from .core import RunManifest, format_table, is_secret_name, outputs_root, project_root, read_json
+try: import fcntl
+except ImportError: fcntl = None   # Windows: runs are not locked
+
+from .core import (
+    RunManifest, find_secrets, format_table, interrupt_signal, not_writable, now_iso, outputs_root, pid_alive, project_root,
+    read_json, sigterm_as_interrupt, writable_dir)
 
 # %% auto #0
-__all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'MANIFEST', 'study_name', 'RunSpec', 'load_spec', 'ParameterError',
-           'notebook_parameters', 'nbformat_read', 'check_parameters', 'run_status', 'execute', 'run_many',
-           'find_params', 'list_studies', 'build_parser', 'main']
+__all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'MANIFEST', 'study_name', 'RunSpec', 'UniqueKeyLoader', 'load_spec',
+           'ParameterError', 'notebook_parameters', 'nbformat_read', 'expected_type', 'check_parameter_types',
+           'check_parameters', 'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock', 'run_status', 'execute',
+           'run_many', 'find_params', 'list_studies', 'build_parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #ac919131
 PARAMS_KEYS = ("notebook", "run", "parameters")
@@ -52,12 +66,36 @@ def _resolve_notebook(nb:str, params_file:Path) -> Path:
         if c.is_file(): return c.resolve()
     raise FileNotFoundError(f"{params_file}: notebook {nb!r} not found (looked at {', '.join(map(str, cands))})")
 
+class _DuplicateKey(ValueError): pass
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    "`yaml.SafeLoader` that refuses a mapping with a repeated key, at any depth (PyYAML keeps the last one silently)."
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge": continue     # `<<: *defaults` may be overridden
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try: seen = key in lines
+            except TypeError: continue                                  # unhashable: SafeLoader's own error follows
+            if seen: raise _DuplicateKey(f"key {key!r} appears twice, on lines {lines[key]} and {line}; "
+                                         "YAML would silently keep the second: keep one")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+def _read_yaml(path:Path):
+    "The YAML document in `path`, with errors that name the file."
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a text file ({e.reason} at byte {e.start}); a params file is UTF-8 YAML") from e
+    try: return yaml.load(text, Loader=UniqueKeyLoader)
+    except _DuplicateKey as e: raise ValueError(f"{path}: {e}") from e
+    except yaml.YAMLError as e: raise ValueError(f"{path} is not valid YAML: {e}") from e
+
 def load_spec(path:str|Path) -> RunSpec:
     "Read and check a params file (keys, notebook path, parameters mapping)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"params file not found: {path}")
-    try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e: raise ValueError(f"{path} is not valid YAML: {e}") from e
+    d = _read_yaml(path)
     if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping with keys {PARAMS_KEYS}, got {type(d).__name__}")
     extra = sorted(set(d) - set(PARAMS_KEYS))
     if extra: raise ValueError(f"{path}: unknown top-level key(s) {extra}; a params file has only {list(PARAMS_KEYS)}")
@@ -70,16 +108,20 @@ def load_spec(path:str|Path) -> RunSpec:
 
 # %% ../nbs/07_runner.ipynb #a6a9e934
 class ParameterError(ValueError):
-    "A params file names parameters that its notebook does not declare."
+    "A params file gives parameters that its notebook does not declare, or of the wrong type, or secrets."
 
 def notebook_parameters(notebook:str|Path) -> dict:
     "The parameters a notebook declares in its `parameters` cell: name -> papermill's description."
-    import ast, contextlib, io, papermill as pm
+    import io, papermill as pm
     nb = nbformat_read(notebook)
     tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
         raise ParameterError(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(tagged)}")
-    with contextlib.redirect_stdout(io.StringIO()): found = pm.inspect_notebook(str(notebook))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()): found = pm.inspect_notebook(str(notebook))
+    except ValueError as e:     # e.g. no kernelspec in its metadata
+        raise ParameterError(f"{notebook}: papermill cannot read its parameters: {e} "
+                             "(open and save it in Jupyter, which records its kernel)") from e
     try: tree = ast.parse(tagged[0].source)
     except SyntaxError as e: raise ParameterError(f"{notebook}: its parameters cell is not valid Python: {e}") from e
     names = [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
@@ -90,20 +132,61 @@ def notebook_parameters(notebook:str|Path) -> dict:
                              "(a comment containing '=' on their line is the usual cause); rewrite those lines")
     return found
 
-def nbformat_read(path):
+def nbformat_read(path:str|Path):
+    "Read a notebook as nbformat 4; a file that is not one (YAML, a script, empty, truncated) is a ValueError naming it."
     import nbformat
-    return nbformat.read(str(path), as_version=4)
+    try: return nbformat.read(str(path), as_version=4)
+    except (ValueError, AttributeError, KeyError, TypeError, nbformat.ValidationError) as e:   # NotJSONError is a ValueError
+        why = "it is empty" if Path(path).stat().st_size == 0 else \
+              "it is not JSON text" if isinstance(e, (nbformat.reader.NotJSONError, UnicodeDecodeError)) else \
+              f"its JSON is not a notebook ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        raise ValueError(f"{path} is not a Jupyter notebook (nbformat JSON): {why}; "
+                         "a params file's 'notebook:' must name a study .ipynb") from e
 
+# %% ../nbs/07_runner.ipynb #0fbc9633
+_KINDS = ((bool, (bool,), "bool"), (int, (int,), "int"), (float, (int, float), "float (or int)"), (str, (str,), "str"),
+          ((list, tuple), (list, tuple), "list"), (dict, (dict,), "dict"))
+
+def expected_type(default:str, # the default's source text, as papermill reports it
+                 ) -> tuple[tuple, str]|None:
+    "(accepted types, their name) for a parameter with this default; None (anything) for a None or non-literal default."
+    try: d = ast.literal_eval(default)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): return None
+    return next(((accepts, label) for kind, accepts, label in _KINDS if isinstance(d, kind)), None)
+
+def _yaml_hint(value, accepts:tuple) -> str:
+    "How YAML may have turned the value into the wrong type."
+    if isinstance(value, bool) and str in accepts: return " (YAML reads yes/no/on/off as booleans: quote the value)"
+    if isinstance(value, str) and int in accepts:
+        try: float(value)
+        except ValueError: return ""
+        return " (YAML reads 1e-4 as a string: write 1.0e-4)"
+    return ""
+
+def check_parameter_types(spec:RunSpec, declared:dict) -> None:
+    "Raise `ParameterError` naming every parameter whose value's type differs from its notebook default's."
+    bad = []
+    for k, v in spec.parameters.items():
+        want = expected_type(declared[k]["default"]) if k in declared else None
+        if want is None or (isinstance(v, want[0]) and (bool in want[0] or not isinstance(v, bool))): continue
+        shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+        bad.append(f"{k} = {shown} ({type(v).__name__}), expected {want[1]} (default {declared[k]['default']})"
+                   + _yaml_hint(v, want[0]))
+    if bad:
+        raise ParameterError(f"{spec.params_file}: wrong type for {spec.notebook.name}: {'; '.join(bad)}. "
+                             "Give each parameter a value of its default's type")
+
+# %% ../nbs/07_runner.ipynb #eff72029
 def check_parameters(spec:RunSpec) -> dict:
-    "Raise `ParameterError` naming unknown or reserved parameters; return the notebook's declared ones."
+    "Raise `ParameterError` naming reserved, secret, unknown or mistyped parameters; return the notebook's declared ones."
     declared = notebook_parameters(spec.notebook)
     if OUT_DIR_PARAM not in declared:
         raise ParameterError(f"{spec.notebook}: its parameters cell must declare {OUT_DIR_PARAM} = \"\" (the runner sets it)")
     if OUT_DIR_PARAM in spec.parameters:
         raise ParameterError(f"{spec.params_file}: {OUT_DIR_PARAM!r} is set by the runner, remove it from parameters")
-    secrets = [k for k, v in spec.parameters.items() if is_secret_name(k) and v not in (None, "")]
+    secrets = find_secrets(spec.parameters)
     if secrets:
-        raise ParameterError(f"{spec.params_file}: {secrets} look like secrets; papermill would write them into the "
+        raise ParameterError(f"{spec.params_file}: {', '.join(secrets)} look like secrets; papermill would write them into the "
                              "executed notebook. Read keys from the environment (e.g. OPENAI_API_KEY) instead")
     unknown = [k for k in spec.parameters if k not in declared]
     if unknown:
@@ -112,16 +195,98 @@ def check_parameters(spec:RunSpec) -> dict:
                  for k in unknown]
         raise ParameterError(f"{spec.params_file}: unknown parameter(s) {', '.join(hints)} for {spec.notebook.name}; "
                              f"valid parameters: {', '.join(valid)}")
+    check_parameter_types(spec, declared)
     return declared
+
+# %% ../nbs/07_runner.ipynb #48a2e0b7
+RUNS_HINT = "pass --outputs DIR or set CXR_OUTPUTS to a writable folder"
+
+class RunLockedError(RuntimeError):
+    "Another process is running the same run: it holds the run's lock file."
+
+def run_lock_path(out_dir:str|Path) -> Path:
+    "The lock file of the run in `out_dir`: `<outputs>/<study>/.<run>.lock`, beside the folder a run rebuilds."
+    out_dir = Path(out_dir)
+    return out_dir.parent/f".{out_dir.name}.lock"
+
+def _lock_held(lock:Path) -> bool|None:
+    "Whether some process holds `lock`; None when that cannot be told (no lock file, no flock here)."
+    if fcntl is None: return None
+    try: fd = os.open(lock, os.O_RDONLY)
+    except OSError: return None
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError: return True
+        except OSError: return None                 # a filesystem without locks
+        fcntl.flock(fd, fcntl.LOCK_UN); return False
+    finally: os.close(fd)
+
+def lock_holder(out_dir:str|Path) -> dict|None:
+    "The process that holds the run's lock, as `{pid, host, since}` (`{}` if not yet written); None if nobody does."
+    lock = run_lock_path(out_dir)
+    if not _lock_held(lock): return None
+    try: return json.loads(lock.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError): return {}
+
+def _take(fd:int, out_dir:Path) -> bool:
+    "Take the exclusive lock on `fd` (False: the filesystem has no locks), or raise `RunLockedError` naming its holder."
+    for _ in range(20):        # a free lock looked at by `lock_holder` this instant has no holder: try again
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+        except BlockingIOError: pass
+        except OSError as e:   # e.g. Lustre mounted without -o flock: run, but say what is not guarded
+            warnings.warn(f"{run_lock_path(out_dir)}: this filesystem has no file locks ({e.strerror}); "
+                          f"nothing stops a second run of {out_dir} at the same time", RuntimeWarning)
+            return False
+        if holder := lock_holder(out_dir): break
+        time.sleep(0.05)
+    who = (f"pid {holder['pid']} on {holder['host']} since {holder['since']}" if holder
+           else "another process (not yet identified)")
+    raise RunLockedError(f"{out_dir} is being run by {who} (lock {run_lock_path(out_dir)}); wait for it to finish, "
+                         "or stop that process first: a second run would delete its files")
+
+@contextlib.contextmanager
+def run_lock(out_dir:str|Path) -> Iterator[Path]:
+    "Hold the run's lock for the block; raise `RunLockedError` naming the holder (pid, host, since) if another process has it."
+    lock = run_lock_path(out_dir)
+    if fcntl is None: yield lock; return
+    writable_dir(lock.parent, RUNS_HINT)
+    try: fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e: raise not_writable(lock.parent, e, RUNS_HINT) from e
+    try:
+        if locked := _take(fd, Path(out_dir)):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}).encode())
+        try: yield lock
+        finally:
+            if locked: os.ftruncate(fd, 0)   # free again: nobody to name
+    finally: os.close(fd)                    # closing the file drops the lock
 
 # %% ../nbs/07_runner.ipynb #7678994d
 MANIFEST = "run.json"
 
+def _still_running(m:RunManifest, out:Path) -> bool:
+    "Whether the process of a `running` manifest is still at it: its lock is held, or (no lock file) its pid lives here."
+    held = _lock_held(run_lock_path(out))
+    if held is not None: return held
+    if m.pid is None or m.host.get("hostname") != socket.gethostname(): return True   # cannot tell: trust the file
+    return pid_alive(m.pid)
+
 def run_status(out_dir:str|Path) -> RunManifest|None:
-    "The manifest of the run in `out_dir`, or None if there is none (or it is unreadable)."
+    "The manifest of the run in `out_dir` (None if none or unreadable); a `running` one whose process is gone reads `interrupted`."
     f = Path(out_dir)/MANIFEST
-    try: return RunManifest.load(f) if f.is_file() else None
+    try: m = RunManifest.load(f) if f.is_file() else None
     except (ValueError, TypeError): return None
+    if m is not None and m.status == "running" and not _still_running(m, Path(out_dir)):
+        m.status = "interrupted"
+        m.error = f"its process (pid {m.pid} on {m.host.get('hostname')}) ended without finishing it (killed?)"
+    return m
+
+def _fresh_folder(out:Path) -> None:
+    "Empty the run folder `out` (a rerun starts clean); errors name it and say how to choose another outputs root."
+    try:
+        if out.exists(): shutil.rmtree(out)
+        out.mkdir(parents=True)
+    except OSError as e: raise not_writable(out, e, RUNS_HINT) from e
 
 def _is_done(spec:RunSpec, out:Path) -> bool:
     m = run_status(out)
@@ -140,26 +305,27 @@ def execute(spec:RunSpec, # what to run
     check_parameters(spec)
     out = spec.out_dir(outputs)
     if not force and _is_done(spec, out): return run_status(out)
-    if out.exists(): shutil.rmtree(out)
-    out.mkdir(parents=True)
-    m = RunManifest(spec.study, spec.run, spec.parameters, notebook=str(spec.notebook),
-                    params_file=str(spec.params_file)).begin()
-    m.save(out/MANIFEST)
-    status, error = "completed", None
-    try:
-        pm.execute_notebook(str(spec.notebook), str(out/spec.notebook.name),
-                            parameters={**spec.parameters, OUT_DIR_PARAM: str(out)}, kernel_name=kernel_name,
-                            cwd=str(spec.notebook.parent), progress_bar=progress)
-    except PapermillExecutionError as e:
-        status, error = "failed", f"{e.ename}: {e.evalue} (cell {e.exec_count})"
-    except KeyboardInterrupt:
-        status, error = "failed", "interrupted"
-        raise
-    except Exception as e:
-        status, error = "failed", f"{type(e).__name__}: {e}"
-    finally:
-        m.artifacts = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
-        m.finish(status, error).save(out/MANIFEST)
+    with sigterm_as_interrupt(), run_lock(out):
+        if not force and _is_done(spec, out): return run_status(out)   # finished by another process meanwhile
+        _fresh_folder(out)
+        m = RunManifest(spec.study, spec.run, spec.parameters, notebook=str(spec.notebook),
+                        params_file=str(spec.params_file)).begin()
+        m.save(out/MANIFEST)
+        status, error = "completed", None
+        try:
+            pm.execute_notebook(str(spec.notebook), str(out/spec.notebook.name),
+                                parameters={**spec.parameters, OUT_DIR_PARAM: str(out)}, kernel_name=kernel_name,
+                                cwd=str(spec.notebook.parent), progress_bar=progress)
+        except PapermillExecutionError as e:
+            status, error = "failed", f"{e.ename}: {e.evalue} (cell {e.exec_count})"
+        except KeyboardInterrupt as e:
+            status, error = "interrupted", f"interrupted by {interrupt_signal(e).name}"
+            raise
+        except Exception as e:
+            status, error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            m.artifacts = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+            m.finish(status, error).save(out/MANIFEST)
     return m
 
 # %% ../nbs/07_runner.ipynb #89b90ab3
@@ -259,10 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
     y.set_defaults(func=_cmd_synth)
     return p
 
+_AFTER_INTERRUPT = {"run": "; the run's run.json says interrupted, and the next `cxr-nb run` reruns it",
+                    "synth": "; the half-written dataset was removed"}
+
 def main(argv:list[str]|None=None) -> int:
-    "Entry point of the `cxr-nb` console script."
+    "Entry point of the `cxr-nb` console script: one line and exit 2 on bad input, 128 + signal when interrupted."
     a = build_parser().parse_args(argv)
-    try: return a.func(a)
-    except (ParameterError, ValueError, FileNotFoundError, FileExistsError) as e:
+    try:
+        with sigterm_as_interrupt(): return a.func(a)   # a killed `synth` removes its staging folder too
+    except (ValueError, OSError, RunLockedError) as e:   # ParameterError is a ValueError; PermissionError an OSError
         print(f"cxr-nb: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        sig = interrupt_signal(e)
+        print(f"cxr-nb: interrupted by {sig.name}{_AFTER_INTERRUPT.get(a.cmd, '')}", file=sys.stderr)
+        return 128 + sig

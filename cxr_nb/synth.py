@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import atomic_dir, atomic_write_text, read_json, write_json
-from .labels import (CHEXPERT_LABELS, NIH_BBOX_CSV, NIH_BBOX_LABELS, NIH_CSV, PADCHEST_CSV, SYNTH_FINDINGS,
-                           SYNTH_LABELS)
+from .core import atomic_dir, atomic_write_text, read_json, remove_stale_stages, write_json
+from .labels import (CHEXPERT_LABELS, NIH_BBOX_CSV, NIH_BBOX_LABELS, NIH_CSV, PADCHEST_CSV, PNEUMONIA_CLASSES,
+                           SYNTH_FINDINGS, SYNTH_LABELS)
 
 # %% auto #0
 __all__ = ['DEVICES', 'PRIORS', 'SITES', 'LAYOUTS', 'DEFAULT_SITE', 'MANIFEST_NAME', 'TRUTH_NAME', 'SYNTH_VERSION',
@@ -732,8 +732,8 @@ def _assign_paths(kind, tasks, seed):
     else:
         k_counter, normal2 = 0, {}
         for t in sorted(tasks, key=lambda t: (t["patient"], t["study"])):
-            cls = "PNEUMONIA" if t["findings"] else "NORMAL"
-            if cls == "PNEUMONIA":
+            cls = PNEUMONIA_CLASSES[1] if t["findings"] else PNEUMONIA_CLASSES[0]
+            if t["findings"]:
                 k_counter += 1
                 name = f"person{t['patient']}_{t['subtype']}_{k_counter}.jpeg"
             else:
@@ -893,8 +893,10 @@ def _render_all(tasks:list, cfg:dict, workers:int|None, progress:bool) -> pd.Dat
     with tqdm(total=len(tasks), desc=f"SynthCXR {cfg['kind']}", unit="img", disable=not progress) as bar:
         if nw > 1 and len(jobs) > 1:
             import multiprocessing as mp
-            with ProcessPoolExecutor(nw, mp_context=mp.get_context("fork")) as ex:
+            ex = ProcessPoolExecutor(nw, mp_context=mp.get_context("fork"))
+            try:
                 for res in ex.map(_render_chunk, jobs): rows += res; bar.update(len(res))
+            finally: ex.shutdown(wait=True, cancel_futures=True)   # interrupted: drop queued chunks, then clean up
         else:
             for j in jobs: res = _render_chunk(j); rows += res; bar.update(len(res))
     return pd.DataFrame(rows).sort_values(["patient", "study", "view_no"]).reset_index(drop=True)
@@ -903,6 +905,14 @@ def _params_of(kind, n, seed, size, site, priors, shortcut, valid_frac, lateral_
     return {"kind": kind, "n": int(n), "seed": int(seed), "size": int(size), "site": site, "priors": priors or {},
             "shortcut": asdict(shortcut) if shortcut else None, "valid_frac": valid_frac, "lateral_p": lateral_p,
             "version": SYNTH_VERSION}
+
+def _refuse_foreign(root:Path) -> None:
+    "Refuse to write over `root` unless it is an empty folder: `overwrite` replaces SynthCXR datasets, nothing else."
+    if not root.is_dir(): raise FileExistsError(f"{root} exists and is not a folder; choose another path")
+    entries = sorted(p.name for p in root.iterdir())
+    if entries:
+        raise FileExistsError(f"{root} is not a SynthCXR dataset (no {MANIFEST_NAME}) and holds {len(entries)} item(s), e.g. "
+                              f"{entries[:5]}; overwrite replaces only SynthCXR folders. Choose another folder")
 
 def write_dataset(kind:str, # "chexpert", "nih", "padchest" or "pneumonia"
                   root:str|Path, # the dataset folder to create (e.g. .../CheXpert-v1.0-small)
@@ -927,12 +937,14 @@ def write_dataset(kind:str, # "chexpert", "nih", "padchest" or "pneumonia"
     lateral_p = {"chexpert": 0.15, "padchest": 0.25}.get(kind, 0.0) if lateral_p is None else lateral_p
     root = Path(root).expanduser().resolve()
     params = _params_of(kind, n, seed, size, site, priors, shortcut, valid_frac, lateral_p)
+    remove_stale_stages(root)                        # what a killed write left beside the folder
     if root.exists():
-        m = root/MANIFEST_NAME
-        if m.is_file() and read_json(m).get("params") == params: return root
-        if not overwrite:
-            what = f"a SynthCXR dataset with other parameters ({read_json(m)['params']})" if m.is_file() else "files that are not a finished SynthCXR dataset"
-            raise FileExistsError(f"{root} already holds {what}; pass overwrite=True (--overwrite) to replace it, or choose another folder")
+        theirs = read_json(root/MANIFEST_NAME) if (root/MANIFEST_NAME).is_file() else None
+        if theirs is not None and theirs.get("params") == params: return root
+        if theirs is None or "synthcxr" not in theirs: _refuse_foreign(root)
+        elif not overwrite:
+            raise FileExistsError(f"{root} already holds a SynthCXR dataset with other parameters ({theirs['params']}); "
+                                  "pass overwrite=True (--overwrite) to replace it, or choose another folder")
     tasks = _assign_paths(kind, _plan(kind, int(n), int(seed), site, priors, valid_frac, lateral_p), int(seed))
     with atomic_dir(root, replace=root.exists()) as stage:
         cfg = {"stage": str(stage), "seed": int(seed), "size": int(size), "site": site, "kind": kind,

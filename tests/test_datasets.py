@@ -8,7 +8,7 @@ import torch
 
 from cxr_nb.core import seed_worker, seeded_generator
 from cxr_nb.labels import SHIPPED_CSV, xrv_data_file
-from cxr_nb.datasets import chexpert_dataset, nih_dataset, pneumonia_dataset, synth_dataset
+from cxr_nb.datasets import ShippedLabelsWarning, chexpert_dataset, nih_dataset, pneumonia_dataset, synth_dataset
 from cxr_nb.preprocess import Preprocess
 from cxr_nb.synth import render_study, write_dataset
 
@@ -20,9 +20,10 @@ def test_nih_with_shipped_metadata_and_a_partial_download(tmp_path):
     (tmp_path/"images").mkdir()
     for i, name in enumerate(pick["Image Index"]):
         cv2.imwrite(str(tmp_path/"images"/name), render_study(0, i + 1, size=64).image)
-    with pytest.raises(FileNotFoundError, match="missing or unreadable"):
+    with pytest.raises(FileNotFoundError, match="missing or unreadable"), pytest.warns(ShippedLabelsWarning, match="the copy torchxrayvision ships"):
         nih_dataset(tmp_path, views=("PA",))
-    ds = nih_dataset(tmp_path, views=("PA",), on_missing="skip")
+    with pytest.warns(ShippedLabelsWarning):
+        ds = nih_dataset(tmp_path, views=("PA",), on_missing="skip")
     assert len(ds) == 3 and len(ds.skipped) > 100
     assert list(ds.csv["Image Index"]) == list(pick["Image Index"])
     for row, lab in zip(pick.itertuples(), ds.labels):
@@ -65,5 +66,5 @@ def test_bad_layouts_name_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['Pneumothorax'\]"):
         chexpert_dataset(root, "train")
     (tmp_path/"p"/"chest_xray").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="no images under"):
+    with pytest.raises(FileNotFoundError, match="no split folder"):
         pneumonia_dataset(tmp_path/"p")

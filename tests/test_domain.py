@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cxr_nb.domain import pixel_stats, sample_paths
-from cxr_nb.preprocess import read_gray_float
+from cxr_nb.preprocess import BitDepthWarning, read_gray_float
 
 
 @pytest.fixture()
@@ -65,10 +65,11 @@ def test_sample_paths_seeds_differ_and_never_repeat():
 
 
 def test_sixteen_bit_is_scaled_by_its_type_not_stretched(tmp_path):
-    "A 12-bit film stored in 16 bits stays dark: the divisor is 65535, not the file's own maximum."
+    "A 12-bit film stored in 16 bits stays dark, with a BitDepthWarning: the divisor is 65535, not the file's own maximum."
     img = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)
     assert cv2.imwrite(str(tmp_path/"twelve_bit.png"), img)
-    x = read_gray_float(tmp_path/"twelve_bit.png", None)
+    with pytest.warns(BitDepthWarning, match="twelve_bit.png"):
+        x = read_gray_float(tmp_path/"twelve_bit.png", None)
     assert x.dtype == np.float32 and x.max() == pytest.approx(4095 / 65535)
 
 
