@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -22,7 +24,8 @@ from .preprocess import InputSpec
 # %% auto #0
 __all__ = ['MODELS', 'WEIGHT_SOURCES', 'ModelSpec', 'register', 'model_spec', 'WeightsChoice', 'resolve_weights', 'read_weights',
            'CXRClassifier', 'build_model', 'swap_head', 'first_conv', 'to_one_channel', 'trainable_report',
-           'set_trainable']
+           'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'extract_features', 'prototype_head',
+           'linear_probe']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ def model_spec(name:str) -> ModelSpec:
 _XRV_STAGES = ("features.conv0", "features.denseblock1", "features.denseblock2", "features.denseblock3",
                "features.denseblock4")
 _RESNET_STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
+_XRV_LORA = r"features\.(conv0|denseblock\d\.denselayer\d+\.conv[12])"   # the study's target names conv0, conv1, conv2
 
 def _xrv_labels(weight_name:str) -> tuple:
     import torchxrayvision as xrv
@@ -72,7 +76,7 @@ def _register_defaults():
     for ds in ("all", "nih", "pc", "chex"):
         w = f"densenet121-res224-{ds}"
         register(ModelSpec(w, "xrv-densenet", "densenet121", InputSpec(224, "xrv"), _xrv_labels(w), "torchxrayvision", w,
-                           cam_layers=("backbone.features.norm5",), stages=_XRV_STAGES))
+                           lora_targets=_XRV_LORA, cam_layers=("backbone.features.norm5",), stages=_XRV_STAGES))
     for arch in ("resnet18", "resnet50", "resnet152"):
         register(ModelSpec(arch, "torchvision", arch, InputSpec(224, "imagenet"), library="torchvision", weight_name=arch,
                            cam_layers=("backbone.layer4",), stages=_RESNET_STAGES))
@@ -295,3 +299,77 @@ def set_trainable(model:CXRClassifier, # the model
     model.train(model.training)
     model.trainable = {"policy": policy, "freeze_bn": freeze_bn, **trainable_report(model)}
     return model.trainable
+
+# %% ../nbs/08_models.ipynb #d45a86ec
+def lora_targets(model:CXRClassifier, # the model
+                 pattern:str|None=None, # regex on module names (default: the spec's `lora_targets`)
+                ) -> list[str]:
+    "Names of the layers LoRA can wrap that match `pattern`: Conv2d with groups == 1 and Linear layers, in the backbone."
+    pattern = pattern or model.spec.lora_targets
+    names = [f"backbone.{n}" for n, m in model.backbone.named_modules()
+             if re.fullmatch(pattern, n) and ((isinstance(m, nn.Conv2d) and m.groups == 1) or isinstance(m, nn.Linear))]
+    if not names:
+        convs = [n for n, m in model.backbone.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:5]
+        raise ValueError(f"LoRA target pattern {pattern!r} matches no Conv2d (groups == 1) or Linear layer of {model.spec.name}; "
+                         f"its layers are named e.g. {convs}")
+    return names
+
+def apply_lora(model:CXRClassifier, # the model (its weights frozen by LoRA)
+               r:int=16, alpha:int=32, dropout:float=0.1, # LoRA rank, scaling and dropout
+               pattern:str|None=None, # which layers (regex on backbone module names; default: the spec's)
+              ):
+    "Wrap the targeted layers with LoRA adapters (peft), the head fully trainable; returns the peft model, with `lora_report`."
+    from peft import LoraConfig, get_peft_model
+    targets = lora_targets(model, pattern)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=["head"])
+    peft_model = get_peft_model(model, config)
+    peft_model.lora_report = {"r": r, "alpha": alpha, "dropout": dropout, "layers": len(targets), **trainable_report(peft_model)}
+    return peft_model
+
+def merge_lora(peft_model) -> CXRClassifier:
+    "The plain model with the adapters folded into its weights (peft's `merge_and_unload` returns it; nothing is changed in place)."
+    return peft_model.merge_and_unload()
+
+# %% ../nbs/08_models.ipynb #3bb821c6
+@torch.no_grad()
+def extract_features(model:CXRClassifier, images:torch.Tensor, batch_size:int=64) -> torch.Tensor:
+    "Pooled backbone features of `images` (N x C x H x W), in eval mode, in batches."
+    was = model.training; model.eval()
+    try: return torch.cat([model.backbone(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    finally: model.train(was)
+
+def prototype_head(model:CXRClassifier, # the model whose head to initialise
+                   images:torch.Tensor, # support images
+                   labels, # N x C support labels for the model's pathologies (1 / 0 / NaN)
+                  ) -> pd.DataFrame:
+    "Set each head row to the L2-normalised mean feature of its positive support images, bias 0; report positives per label."
+    labels = torch.as_tensor(labels, dtype=torch.float32)
+    if labels.shape != (len(images), len(model.pathologies)):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} for {len(images)} images and {len(model.pathologies)} pathologies")
+    feats = nn.functional.normalize(extract_features(model, images), dim=1)
+    positives = (labels == 1).sum(0)
+    missing = [p for p, n in zip(model.pathologies, positives) if n == 0]
+    if missing: raise ValueError(f"no positive support image for {missing}: a prototype needs at least one")
+    with torch.no_grad():
+        protos = torch.stack([feats[labels[:, j] == 1].mean(0) for j in range(labels.shape[1])])
+        model.head.weight.copy_(nn.functional.normalize(protos, dim=1))
+        if model.head.bias is not None: model.head.bias.zero_()
+    return pd.DataFrame({"label": model.pathologies, "positives": positives.tolist()})
+
+def linear_probe(model:CXRClassifier, # frozen feature extractor
+                 train_images:torch.Tensor, train_labels, # N x C labels (1 / 0 / NaN)
+                 C:float=1.0, max_iter:int=2000, # logistic regression's inverse regularisation and iterations
+                ):
+    "Logistic regression per label on frozen features; returns `predict(images) -> N x C probabilities`."
+    from sklearn.linear_model import LogisticRegression
+    y = torch.as_tensor(train_labels, dtype=torch.float32).numpy()
+    x = extract_features(model, train_images).numpy()
+    fits = []
+    for j in range(y.shape[1]):
+        known = ~pd.isna(y[:, j])
+        if len(set(y[known, j])) < 2: raise ValueError(f"linear probe: label {model.pathologies[j]!r} has one class in training")
+        fits.append(LogisticRegression(C=C, max_iter=max_iter).fit(x[known], y[known, j]))
+    def predict(images): 
+        f = extract_features(model, images).numpy()
+        return torch.from_numpy(np.stack([m.predict_proba(f)[:, 1] for m in fits], 1))
+    return predict

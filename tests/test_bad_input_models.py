@@ -7,7 +7,8 @@ import torch
 import torchxrayvision as xrv
 
 from badinput import refused
-from cxr_nb.models import build_model, model_spec, read_weights, resolve_weights, set_trainable, swap_head
+from cxr_nb.models import (apply_lora, build_model, linear_probe, model_spec, prototype_head, read_weights, resolve_weights,
+                           set_trainable, swap_head)
 
 
 class Payload:
@@ -44,9 +45,20 @@ def files(tmp_path_factory):
     (lambda f: set_trainable(build_model("tiny-resnet"), "backbone"), ValueError, ["unknown freezing policy 'backbone'"]),
     (lambda f: swap_head(build_model("tiny-resnet"), []), ValueError, ["at least one label"]),
     (lambda f: build_model("tiny-xrv-densenet").calibrated(torch.zeros(1, 1, 64, 64)), ValueError, ["no calibrated thresholds"]),
+    (lambda f: apply_lora(build_model("tiny-resnet"), pattern=r"q_proj"), ValueError, ["pattern 'q_proj' matches no Conv2d", "conv1"]),
+    (lambda f: apply_lora(build_model("efficientnet_b0", weights="none"), pattern=r"features\.1\.0\.block\.0\.0"), ValueError,
+     ["matches no Conv2d (groups == 1)"]),
+    (lambda f: prototype_head(build_model("tiny-resnet", labels=["A", "B"]), torch.rand(3, 3, 64, 64), torch.ones(3, 3)), ValueError,
+     ["labels of shape (3, 3) for 3 images and 2 pathologies"]),
+    (lambda f: prototype_head(build_model("tiny-resnet", labels=["A", "B"]), torch.rand(3, 3, 64, 64), torch.tensor([[1., 0], [1, 0], [0, 0]])),
+     ValueError, ["no positive support image for ['B']"]),
+    (lambda f: linear_probe(build_model("tiny-resnet", labels=["A"]), torch.rand(4, 3, 64, 64), torch.ones(4, 1)), ValueError,
+     ["label 'A' has one class in training"]),
 ], ids=["unknown-name", "misspelt-xrv-name", "unknown-build", "xrv-weights-offline", "torchvision-weights-offline",
         "explicit-path-missing", "pickled-payload", "not-a-weights-file", "not-a-state-dict", "other-architecture",
-        "other-shapes", "unknown-stage", "unknown-policy", "empty-head", "calibrated-without-thresholds"])
+        "other-shapes", "unknown-stage", "unknown-policy", "empty-head", "calibrated-without-thresholds",
+        "lora-pattern-matches-nothing", "lora-on-a-depthwise-conv", "prototype-label-shape", "prototype-no-positive",
+        "probe-one-class"])
 def test_bad_model_input_is_refused_naming_the_value(files, call, exc, named):
     refused(lambda: call(files), exc, *named)
 
