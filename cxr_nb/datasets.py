@@ -412,14 +412,15 @@ def padchest_dataset(root:str|Path, # the PadChest folder (holds images/)
     csvp = _label_csv(root, csv_path, [PADCHEST_CSV, f"{PADCHEST_CSV}.gz"], SHIPPED_CSV["padchest"])
     table = read_label_file(csvp, ["ImageID", "PatientID", "Projection", "Labels"])
     unlabelled = set(table.ImageID[check_padchest_table(table, csvp)])
-    _check_views(views, table.Projection.replace({"AP_horizontal": "AP Supine"}), csvp, (*PADCHEST_PROJECTIONS, "AP Supine"))
+    view = table.Projection.replace({"AP_horizontal": "AP Supine"})    # torchxrayvision's name for a supine AP
+    _check_views(views, view, csvp, (*PADCHEST_PROJECTIONS, "AP Supine"))
     with _xrv_warnings():
         x = xrv.datasets.PC_Dataset(str(img_dir), csvpath=csvp, views=list(views), unique_patients=False)
     keep = ~x.csv.ImageID.isin(unlabelled).to_numpy()   # torchxrayvision drops blank and 'nan' cells but keeps [''] as all negative
     csv = x.csv[keep].copy()
     csv["path"] = (f"{images}/" if images else "") + csv["ImageID"]
     ds = CXRDataset(root, csv, x.pathologies, x.labels[keep], name="PadChest", **kw)
-    dropped = sorted(unlabelled & set(table.ImageID[table.Projection.replace({"AP_horizontal": "AP Supine"}).isin(views)]))
+    dropped = sorted(unlabelled & set(table.ImageID[view.isin(views)]))
     ds.skipped = pd.concat([pd.DataFrame({"path": [str(root/(f"{images}/" if images else "")/i) for i in dropped],
                                           "reason": "no labels (blank, 'nan' or [''] in Labels)"}), ds.skipped], ignore_index=True)
     return ds
