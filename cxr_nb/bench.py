@@ -26,8 +26,8 @@ from .core import format_table
 from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_phantom, decode_gray
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset', 'bench_bootstrap',
-           'build_parser', 'main']
+__all__ = ['TRAIN_BENCH_MODELS', 'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset',
+           'bench_bootstrap', 'bench_train', 'build_parser', 'main']
 
 # %% ../nbs/19_bench.ipynb #a683f004
 @dataclass
@@ -205,12 +205,73 @@ def bench_bootstrap(n:int=10_000, # predictions (images)
                                            "ratio loop/vectorised": round(per["scikit-learn loop"] / per["vectorised (metrics.bootstrap_auroc)"], 1),
                                            "mean AUROC [CI]": f"{table.auroc['mean']:.3f} [{table.lo['mean']:.3f}, {table.hi['mean']:.3f}]"})
 
+# %% ../nbs/19_bench.ipynb #97fd4bc2
+TRAIN_BENCH_MODELS = "densenet121-res224-all,efficientnet_b0,resnet50,clip-vit-b32"
+
+def _training_step_pass(name:str, size:int, batch_size:int, steps:int, seed:int) -> Callable[[], None]:
+    "A function doing `steps` training steps of model `name` on in-memory batches of `size` px."
+    from cxr_nb.models import build_model
+    from cxr_nb.train import masked_loss
+    torch.manual_seed(seed)
+    model = build_model(name, weights="none", labels=["Cardiomegaly", "Effusion"]).train()
+    channels = 1 if model.spec.input.norm == "xrv" else 3
+    images = torch.randn(batch_size, channels, size, size)
+    targets = (torch.rand(batch_size, 2) < 0.3).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    def run():
+        for _ in range(steps):
+            loss = masked_loss(model(images), targets)
+            opt.zero_grad(); loss.backward(); opt.step()
+    return run
+
+def _loader_pass(data, batch_size:int, images:int, workers:int) -> Callable[[], None]:
+    "A function drawing `images` items (in shuffled batches) through `make_loader` from a cached dataset."
+    from cxr_nb.preprocess import make_loader
+    loader = make_loader(data, batch_size, train=True, num_workers=workers)
+    def run():
+        seen = 0
+        while seen < images:
+            for batch in loader:
+                seen += len(batch["img"])
+                if seen >= images: break
+    return run
+
+# %% ../nbs/19_bench.ipynb #45de198d
+def bench_train(models:str=TRAIN_BENCH_MODELS, # comma-separated registry names
+                size:int=128, # input side in pixels (every model at the same size)
+                batch_size:int=16, # images per step
+                steps:int=3, # training steps per timed round
+                repeats:int=3, # timed rounds (the median is reported)
+                n:int=200, # SynthCXR films in the loader's cache
+                workers:int=0, # data-loader worker processes
+                seed:int=0,
+               ) -> BenchResult:
+    "Training images/s of each model at one size, against the loader-only rate from the memory-mapped cache."
+    from cxr_nb.datasets import synth_dataset
+    from cxr_nb.synth import write_dataset
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if min(size, batch_size, steps, repeats, n) < 1 or not names: raise ValueError("every size and count must be >= 1")
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-train-") as d:
+        root = write_dataset("nih", Path(d)/"nih", n=n, seed=seed, size=max(2 * size, 128), progress=False)
+        data = synth_dataset(root).cached(InputSpec(size, "imagenet"), root=Path(d)/"cache", progress=False)
+        images = batch_size * steps
+        contenders = {"data loader only (cache)": _loader_pass(data, batch_size, images, workers)}
+        contenders.update({name: _training_step_pass(name, size, batch_size, steps, seed) for name in names})
+        times = time_rounds(contenders, repeats)
+    rate = {k: images / statistics.median(v) for k, v in times.items()}
+    slowest = min((k for k in rate if k in names), key=rate.get)
+    rows = [{"what": k, "images/s": round(v, 1), "ms/image": round(1e3 / v, 2)} for k, v in rate.items()]
+    return BenchResult("train", rows, {"size": size, "batch_size": batch_size, "steps": steps, "repeats": repeats,
+                                       "torch threads": torch.get_num_threads(), "slowest model": slowest,
+                                       "ratio loader/slowest model": round(rate["data loader only (cache)"] / rate[slowest], 1)})
+
 # %% ../nbs/19_bench.ipynb #ec77ce1b
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "cache": bench_cache,
     "synth": bench_synth,
     "dataset": bench_dataset,
     "bootstrap": bench_bootstrap,
+    "train": bench_train,
 }
 
 def _param_help(fn) -> dict[str, str]:

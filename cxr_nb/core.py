@@ -33,8 +33,9 @@ __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PA
            'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
            'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info', 'now_iso',
            'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable', 'writable_dir',
-           'atomic_write_text', 'write_json', 'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir',
-           'format_table', 'RunManifest', 'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
+           'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_json', 'pid_alive', 'remove_stale_stages',
+           'atomic_dir', 'format_table', 'RunManifest', 'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt',
+           'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -281,19 +282,23 @@ def _json_default(o):
     if isinstance(o, torch.Tensor): return o.tolist()
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
-def atomic_write_text(path:str|Path, text:str) -> Path:
-    "Write `text` to `path` through a temporary file and a rename; the file gets `0o666 & ~umask`, as `open()` would."
+def atomic_write_bytes(path:str|Path, data:bytes) -> Path:
+    "Write `data` to `path` through a temporary file and a rename; the file gets `0o666 & ~umask`, as `open()` would."
     path = Path(path); writable_dir(path.parent)
     try: fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e: raise not_writable(path.parent, e) from e
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") as f:
             with contextlib.suppress(OSError): os.chmod(tmp, 0o666 & ~current_umask())   # some mounts refuse chmod
-            f.write(text)
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+def atomic_write_text(path:str|Path, text:str) -> Path:
+    "`atomic_write_bytes` for text (UTF-8)."
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 def write_json(path:str|Path, obj) -> Path:
     "Atomically write `obj` as indented JSON (paths, numpy and torch values converted)."

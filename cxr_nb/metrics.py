@@ -137,8 +137,13 @@ def resample_weights(n_resamples:int, # B
     "B x N bootstrap weights: how often each image is drawn when its cluster (patient) is drawn with replacement."
     rng = np.random.default_rng(seed)
     if groups is None: return rng.multinomial(n, np.full(n, 1 / n), size=n_resamples).astype(np.float64)
-    codes, uniq = pd.factorize(pd.Series(np.asarray(groups)).astype(str))
-    if len(codes) != n: raise ValueError(f"{len(codes)} patient ids for {n} predictions")
+    ids = pd.Series(np.asarray(groups))
+    if len(ids) != n: raise ValueError(f"{len(ids)} patient ids for {n} predictions")
+    if ids.isna().any():      # factorised, they would become one patient; as strings, one patient called "nan"
+        rows = np.flatnonzero(ids.isna())
+        raise ValueError(f"{len(rows)} patient ids are missing (rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}): "
+                         "give every prediction its patient, or resample images (patients=None)")
+    codes, uniq = pd.factorize(ids)
     counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_resamples)
     return counts[:, codes].astype(np.float64)
 

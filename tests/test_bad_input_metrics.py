@@ -37,6 +37,8 @@ def with_value(a, row, col, value):
     (lambda: calibration_table(Y[:, 0], S[:, 0]), ["calibration needs probabilities"]),
     (lambda: bootstrap_auroc(Y, S, patients=np.arange(10), n_resamples=10), ["10 patient ids for 200 predictions"]),
     (lambda: resample_weights(5, np.arange(3), 200), ["3 patient ids for 200 predictions"]),
+    (lambda: resample_weights(5, np.r_[np.arange(197.0), np.nan, np.nan, np.nan], 200), ["3 patient ids are missing",
+                                                                                        "rows [197, 198, 199]"]),
     (lambda: paired_bootstrap(Y, S, S[:, :2], n_resamples=10), ["scores of shape (200, 2)"]),
     (lambda: delong_test(Y, S, S), ["one label at a time, got 3 columns"]),
     (lambda: delong_test(np.zeros(200), S[:, 0], S[:, 1]), ["0 positive(s) and 200 negative(s)"]),
@@ -45,7 +47,7 @@ def with_value(a, row, col, value):
     (lambda: fit_temperature(S[:, 0], np.full(200, np.nan)), ["needs both classes"]),
 ], ids=["transposed", "too-few-score-columns", "1d-labels-2d-scores", "empty", "label-2", "label-minus-1", "label-half",
         "score-nan", "score-inf", "names-count", "threshold-on-logits", "report-threshold-on-logits", "calibration-on-logits",
-        "patients-count", "weights-patients-count", "paired-shape", "delong-many-columns", "delong-no-positive",
+        "patients-count", "weights-patients-count", "patients-missing", "paired-shape", "delong-many-columns", "delong-no-positive",
         "delong-no-negative", "temperature-one-class", "temperature-all-unknown"])
 def test_bad_metric_input_is_refused_naming_the_value(call, named):
     refused(call, ValueError, *named)
