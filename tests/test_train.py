@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cxr_nb.datasets import synth_dataset
-from cxr_nb.models import build_model
+from cxr_nb.models import build_model, set_trainable
 from cxr_nb.synth import write_dataset
 from cxr_nb.train import read_checkpoint
 
@@ -23,7 +23,7 @@ CHILD = textwrap.dedent("""
     import sys, time, torch
     from pathlib import Path
     from cxr_nb.datasets import synth_dataset
-    from cxr_nb.models import build_model
+    from cxr_nb.models import build_model, set_trainable
     from cxr_nb.train import FitConfig, fit
     root, cache, out, slow = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
     torch.manual_seed(0)
@@ -84,26 +84,81 @@ def test_a_run_killed_mid_epoch_resumes_bit_identical(synth):
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
-def _ddp_evaluate(root: str, cache: str, out: str):
+DDP_CHILD = textwrap.dedent("""
+    import json, sys, torch
+    from pathlib import Path
     from accelerate import Accelerator
+    from cxr_nb.datasets import synth_dataset
+    from cxr_nb.models import build_model
     from cxr_nb.train import FitConfig, evaluate, fit
+    root, cache, out = sys.argv[1:4]
     torch.manual_seed(0)
     model = build_model("tiny-xrv-densenet", weights="none", labels=["Cardiomegaly"])
     data = synth_dataset(root).cached(model.spec.input, root=cache, progress=False)
     val = data.subset(list(range(45)))                          # odd: the distributed sampler pads the last batch
-    fit(model, data.subset(list(range(45, len(data)))), val, out, FitConfig(epochs=1, batch_size=8), progress=False)
+    fit(model, data.subset(list(range(45, len(data)))), val, out, FitConfig(epochs=1, batch_size=8, cpu=True), progress=False)
     acc = Accelerator(cpu=True)
     loader = acc.prepare(torch.utils.data.DataLoader(val, batch_size=8))
     preds = evaluate(model, loader, accelerator=acc)
     if acc.is_main_process:
         Path(out, "ids.json").write_text(json.dumps({"ids": preds.ids.tolist(), "processes": acc.num_processes}))
+""")
 
 
 def test_evaluate_under_two_processes_counts_every_image_once(synth, tmp_path):
-    from accelerate import debug_launcher
+    "Two fresh CPU processes (torchrun, as a user would launch them; a fork of this test process could deadlock)."
     d, root = synth
-    debug_launcher(_ddp_evaluate, args=(str(root), str(d/"cache"), str(tmp_path/"ddp")), num_processes=2)
+    (tmp_path/"ddp_child.py").write_text(DDP_CHILD)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(tmp_path/"ddp_child.py"), str(root), str(d/"cache"), str(tmp_path/"ddp")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     got = json.loads((tmp_path/"ddp"/"ids.json").read_text())
     assert got["processes"] == 2
     assert sorted(got["ids"]) == list(range(45))
     assert (tmp_path/"ddp"/"checkpoints"/"best.safetensors").is_file()
+
+
+def _split(root, cache):
+    torch.manual_seed(0)
+    model = build_model("tiny-xrv-densenet", weights="none", labels=["Cardiomegaly"])
+    data = synth_dataset(root).cached(model.spec.input, root=cache, progress=False)
+    val = data.csv.patientid.astype(int).to_numpy() % 4 == 0
+    return model, data.subset(~val), data.subset(val)
+
+
+@pytest.mark.parametrize("schedule, optimizer", [("plateau", "sgd"), ("onecycle", "adamw"), ("constant", "sgd")])
+def test_every_schedule_resumes_to_the_same_run(synth, tmp_path, schedule, optimizer):
+    "Each schedule's state survives the JSON of a checkpoint (ReduceLROnPlateau keeps infinities) and resumes exactly."
+    from cxr_nb.train import FitConfig, fit
+    d, root = synth
+    config = FitConfig(epochs=2, batch_size=16, lr=1e-2, schedule=schedule, optimizer=optimizer, checkpoint_every=4)
+    model, train, val = _split(root, d/"cache")
+    whole = fit(model, train, val, tmp_path/"whole", config, progress=False)
+
+    def stop(p):
+        if p["global_step"] == len(train) // 16 + 5: raise KeyboardInterrupt
+    model, train, val = _split(root, d/"cache")
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, train, val, tmp_path/"cut", config, progress=False, on_step=stop)
+    model, train, val = _split(root, d/"cache")
+    resumed = fit(model, train, val, tmp_path/"cut", config, resume=True, progress=False)
+    cols = ["epoch", "step", "train_loss", "val_loss", "mean_auroc"] + [c for c in whole.history if c.startswith("lr:")]
+    assert whole.history[cols].equals(resumed.history[cols])
+    if schedule == "onecycle": assert whole.history["lr:head/decay"].iloc[-1] < whole.history["lr:head/decay"].iloc[0] < 1e-2
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(synth, tmp_path):
+    from cxr_nb.train import FitConfig, fit, load_trained
+    d, root = synth
+    model, train, val = _split(root, d/"cache")
+    set_trainable(model, "head", freeze_bn=True)       # BatchNorm statistics frozen too: nothing can change the ranking
+    result = fit(model, train, val, tmp_path/"es", FitConfig(epochs=5, batch_size=16, lr=1e-12, patience=2), progress=False)
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1     # nothing improves after epoch 1
+    _, record = read_checkpoint(result.best_checkpoint)
+    assert record["progress"]["best_epoch"] == 1 and "optim.state" not in " ".join(read_checkpoint(result.best_checkpoint)[0])
+    assert load_trained(result.best_checkpoint).weights.source == "checkpoint"
+    again = fit(model, train, val, tmp_path/"es", FitConfig(epochs=5, batch_size=16, lr=1e-12, patience=2), resume=True,
+                progress=False)
+    assert again.stopped_early and len(again.history) == 3                                    # finished: nothing re-run
