@@ -33,9 +33,9 @@ __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PA
            'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
            'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info', 'now_iso',
            'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable', 'writable_dir',
-           'atomic_write_bytes', 'atomic_write_text', 'write_json', 'read_json', 'pid_alive', 'remove_stale_stages',
-           'atomic_dir', 'format_table', 'RunManifest', 'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt',
-           'RunFolder']
+           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'write_json', 'read_json',
+           'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'RunManifest', 'SignalInterrupt',
+           'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -282,27 +282,35 @@ def _json_default(o):
     if isinstance(o, torch.Tensor): return o.tolist()
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
-def atomic_write_bytes(path:str|Path, data:bytes) -> Path:
-    "Write `data` to `path` through a temporary file and a rename; the file gets `0o666 & ~umask`, as `open()` would."
+@contextlib.contextmanager
+def atomic_path(path:str|Path) -> Iterator[Path]:
+    "A temporary file beside `path` for a writer that wants a file name; renamed into place (mode `0o666 & ~umask`) if the block ends without error, removed otherwise."
     path = Path(path); writable_dir(path.parent)
-    try: fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try: fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp", dir=path.parent)
     except OSError as e: raise not_writable(path.parent, e) from e
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            with contextlib.suppress(OSError): os.chmod(tmp, 0o666 & ~current_umask())   # some mounts refuse chmod
-            f.write(data)
+        yield Path(tmp)
+        with contextlib.suppress(OSError): os.chmod(tmp, 0o666 & ~current_umask())   # as open() would, not mkstemp's 0o600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    finally: Path(tmp).unlink(missing_ok=True)
+
+def atomic_write_bytes(path:str|Path, data:bytes) -> Path:
+    "Write `data` to `path` through `atomic_path`: the old file or the new one, never half of one."
+    with atomic_path(path) as tmp: tmp.write_bytes(data)
+    return Path(path)
 
 def atomic_write_text(path:str|Path, text:str) -> Path:
     "`atomic_write_bytes` for text (UTF-8)."
     return atomic_write_bytes(path, text.encode("utf-8"))
 
+def json_text(obj, indent:int|None=2) -> str:
+    "`obj` as JSON text, with paths, numpy and torch values converted (NaN and infinities kept, as Python's json reads them)."
+    return json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
+
 def write_json(path:str|Path, obj) -> Path:
     "Atomically write `obj` as indented JSON (paths, numpy and torch values converted)."
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return atomic_write_text(path, json_text(obj) + "\n")
 
 def read_json(path:str|Path):
     "Read a JSON file, naming it in the error if it is missing or malformed."

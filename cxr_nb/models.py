@@ -5,12 +5,9 @@
 # %% ../nbs/08_models.ipynb #72870683
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .core import (WEIGHT_LIBRARIES, current_umask, find_weights, not_writable, weight_caches, weight_file_name,
+from .core import (WEIGHT_LIBRARIES, atomic_path, find_weights, weight_caches, weight_file_name,
                          writable_dir)
 from .datasets import LabelMatcher
 from .labels import NIH_LABELS
@@ -599,22 +596,16 @@ def export_onnx(model, # a CXRClassifier, or a peft model (its adapters are merg
     net = copy.deepcopy(model).cpu()          # exported and checked on the CPU in eval mode; `model` is left as it was
     net = (merge_lora(net) if lora else net).eval()
     writable_dir(path.parent, remedy="choose a writable folder for the ONNX file")
-    try: fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".onnx", dir=path.parent)
-    except OSError as e: raise not_writable(path.parent, e, "choose a writable folder for the ONNX file") from e
-    os.close(fd)
     t0 = time.perf_counter()
-    try:
-        exporter = _onnx_export(net, tmp, opset)
+    with atomic_path(path) as tmp:            # moved into place only once onnxruntime agrees with torch
+        exporter = _onnx_export(net, str(tmp), opset)
         seconds = time.perf_counter() - t0
-        diff, scale = _onnx_check(net, tmp, example_batch(net, batch, seed=1))
+        diff, scale = _onnx_check(net, str(tmp), example_batch(net, batch, seed=1))
         if diff > atol:
             raise ValueError(f"{net.spec.name}: the ONNX model's logits differ from torch's by up to {diff:.3g} (atol {atol:g}; "
                              f"logits up to {scale:.3g}) on {batch} images, exported by {exporter}; nothing was written to {path}. "
                              "Look for code in forward that tracing fixes (Python branches on shapes or values), or, if the "
                              "difference is float rounding of large logits, pass a larger atol")
-        opsets = {o.domain: o.version for o in onnx.load(tmp, load_external_data=False).opset_import}
-        with contextlib.suppress(OSError): os.chmod(tmp, 0o666 & ~current_umask())   # as open() would make it, not mkstemp's 0o600
-        os.replace(tmp, path)
-    finally: Path(tmp).unlink(missing_ok=True)
+        opsets = {o.domain: o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import}
     return {"path": path, "opset": opsets.get("", opsets.get("ai.onnx")), "max_abs_diff": diff, "batch": batch,
             "exporter": exporter, "merged_lora": lora, "export_s": round(seconds, 1), "mb": round(path.stat().st_size / 2**20, 1)}

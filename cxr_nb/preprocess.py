@@ -802,14 +802,17 @@ def make_loader(dataset:Dataset, # e.g. a CacheDataset
                 seed:int=0, # seeds the shuffle order and the workers' random streams
                 num_workers:int=0, # worker processes (0: load in the main process)
                 drop_last:bool|None=None, # default: train and len(dataset) > batch_size
+                sampler=None, # training only: draws the items instead of shuffling (e.g. a weighted sampler)
                 **kwargs, # passed on to DataLoader (e.g. multiprocessing_context)
                ) -> DataLoader:
-    "A seeded DataLoader: shuffled for training, ordered for evaluation."
+    "A seeded DataLoader: shuffled (or drawn by `sampler`) for training, ordered for evaluation."
     if not train and getattr(dataset, "augment", None) is not None:
         raise ValueError("an evaluation loader (train=False) got a dataset with train-time augmentation; "
                          "build the evaluation dataset with augment=None")
+    if not train and sampler is not None: raise ValueError("an evaluation loader (train=False) keeps the order: no sampler")
     if drop_last is None: drop_last = train and len(dataset) > batch_size
     kwargs.setdefault("pin_memory", torch.cuda.is_available())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers, drop_last=drop_last,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=num_workers, drop_last=drop_last,
                       worker_init_fn=seed_worker, generator=seeded_generator(seed),
                       persistent_workers=num_workers > 0, **kwargs)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from .core import atomic_write_bytes, atomic_write_text, seed_worker, seeded_generator, set_seed, write_json
+from .core import atomic_write_bytes, atomic_write_text, json_text, seeded_generator, set_seed, write_json
 from .datasets import LabelMatcher
 from .metrics import auroc_or_reason
 from .models import CXRClassifier, WeightsChoice, apply_lora, build_model, first_conv, set_trainable, to_one_channel
@@ -169,11 +169,8 @@ class EpochWeightedSampler(WeightedRandomSampler):
         yield from super().__iter__()
 
 def _train_loader(data:Dataset, labels:np.ndarray, config:FitConfig) -> DataLoader:
-    if not config.weighted_sampler:
-        return make_loader(data, config.batch_size, train=True, seed=config.seed, num_workers=config.num_workers)
-    return DataLoader(data, batch_size=config.batch_size, sampler=EpochWeightedSampler(balancing_weights(labels), config.seed),
-                      num_workers=config.num_workers, drop_last=len(data) > config.batch_size, worker_init_fn=seed_worker,
-                      generator=seeded_generator(config.seed), persistent_workers=config.num_workers > 0)
+    sampler = EpochWeightedSampler(balancing_weights(labels), config.seed) if config.weighted_sampler else None
+    return make_loader(data, config.batch_size, train=True, seed=config.seed, num_workers=config.num_workers, sampler=sampler)
 
 # %% ../nbs/10_train.ipynb #d04e4040
 def param_groups(model:nn.Module, config:FitConfig) -> list[dict]:
@@ -276,20 +273,13 @@ def save_checkpoint(path:str|Path, # a .safetensors file; the JSON sidecar goes 
         rng_tensors, record["rng"] = _rng_state()
         tensors.update(opt_tensors | rng_tensors)
         record["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if k != "per_step"}
-    text = json.dumps(record, default=_jsonable, allow_nan=True)
-    atomic_write_bytes(path, save(tensors, metadata={"cxr_nb": text}))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(json.loads(text), indent=2, allow_nan=True) + "\n")
+    atomic_write_bytes(path, save(tensors, metadata={"cxr_nb": json_text(record, indent=None)}))
+    write_json(path.with_suffix(".json"), record)      # the same record, for people and tools
     return path
 
 def _base_state(model:nn.Module) -> dict:
     "The state dict of the model as trained (peft wrapper included), without accelerate's or DDP's wrapping."
     return getattr(model, "module", model).state_dict()
-
-def _jsonable(o):
-    if isinstance(o, (np.integer, np.floating)): return o.item()
-    if isinstance(o, (tuple, set)): return list(o)
-    if isinstance(o, Path): return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 # %% ../nbs/10_train.ipynb #c24238ee
 def read_checkpoint(path:str|Path) -> tuple[dict, dict]:
@@ -438,7 +428,6 @@ class _Run:
         self.config, self.out_dir, self.p = config, out_dir, progress
         self.acc = _accelerator(config)
         self.names, self.columns = list(_base(model).pathologies), target_columns(model, train_data)
-        target_columns(model, val_data)
         train_labels = target_labels(model, train_data)
         self.monitor_check(target_labels(model, val_data))
         dev = self.acc.device
@@ -616,6 +605,12 @@ def plot_history(history:pd.DataFrame, # `FitResult.history` (or log.csv)
     return fig
 
 # %% ../nbs/10_train.ipynb #bc58794a
+def _classes(labels:np.ndarray, names:list, finding:str) -> tuple[np.ndarray, np.ndarray]:
+    "Row indices of the known positives and negatives of `finding`."
+    if finding not in names: raise ValueError(f"unknown finding {finding!r}; the labels are {list(names)}")
+    column = np.asarray(labels, dtype=np.float64)[:, list(names).index(finding)]
+    return np.flatnonzero(column == 1), np.flatnonzero(column == 0)
+
 def n_shot_indices(labels:np.ndarray, # N x C training labels (1 / 0 / NaN)
                    names:list, # the labels' names
                    finding:str, # the label to sample for
@@ -623,9 +618,7 @@ def n_shot_indices(labels:np.ndarray, # N x C training labels (1 / 0 / NaN)
                    seed:int=0,
                   ) -> np.ndarray:
     "Sorted row indices of exactly `n` positive and `n` negative images of `finding`; nested in `n` for a given seed."
-    if finding not in names: raise ValueError(f"unknown finding {finding!r}; the labels are {list(names)}")
-    column = np.asarray(labels, dtype=np.float64)[:, list(names).index(finding)]
-    positives, negatives = np.flatnonzero(column == 1), np.flatnonzero(column == 0)
+    positives, negatives = _classes(labels, names, finding)
     if not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}")
     if n > min(len(positives), len(negatives)):
         raise ValueError(f"{n}-shot {finding}: the training split has {len(positives)} positive and {len(negatives)} negative "
@@ -635,9 +628,7 @@ def n_shot_indices(labels:np.ndarray, # N x C training labels (1 / 0 / NaN)
 
 def n_shot_plan(labels:np.ndarray, names:list, findings:list, shots=(1, 5, 10, 20, 50), seeds=(0, 1, 2)) -> pd.DataFrame:
     "Every (finding, N, seed) training set of a sweep, checked before any training starts: one row each, with its indices."
-    too_many = [f"{f}: {n}" for f in findings for n in shots
-                if n > min(np.sum(np.asarray(labels)[:, list(names).index(f)] == 1), np.sum(np.asarray(labels)[:, list(names).index(f)] == 0))] \
-        if all(f in names for f in findings) else []
+    too_many = [f"{f}: {n}" for f in findings for n in shots if n > min(map(len, _classes(labels, names, f)))]
     if too_many: raise ValueError(f"the training split cannot give these n-shot sets (finding: N): {', '.join(too_many)}")
     return pd.DataFrame([{"finding": f, "n": n, "seed": s, "indices": n_shot_indices(labels, names, f, n, s)}
                          for f in findings for n in shots for s in seeds])
