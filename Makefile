@@ -10,7 +10,7 @@ PARAMS ?= $(wildcard params/*/demo.yaml)
 .PHONY: install demo test sync-check lint nbtest pytest export clean-outputs help
 
 help:
-	@echo "make demo   install, then run every params/*/demo.yaml through the runner (outputs/)"
+	@echo "make demo   install, build the SynthCXR stand-in weights if missing, then run every params/*/demo.yaml (outputs/)"
 	@echo "make test   install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
 
 install: $(STAMP)
@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# the stand-in weights first (built once, minutes; seconds when cached), then the studies
 demo: install
+	$(BIN)/cxr-nb zoo build
 	$(BIN)/cxr-nb run $(PARAMS)
 
 # nbdev's own CI: cleaning and exporting must change nothing in the tree.

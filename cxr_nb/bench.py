@@ -27,7 +27,7 @@ from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_ph
 
 # %% auto #0
 __all__ = ['TRAIN_BENCH_MODELS', 'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset',
-           'bench_bootstrap', 'bench_train', 'build_parser', 'main']
+           'bench_bootstrap', 'bench_train', 'bench_zoo', 'build_parser', 'main']
 
 # %% ../nbs/19_bench.ipynb #a683f004
 @dataclass
@@ -265,6 +265,26 @@ def bench_train(models:str=TRAIN_BENCH_MODELS, # comma-separated registry names
                                        "torch threads": torch.get_num_threads(), "slowest model": slowest,
                                        "ratio loader/slowest model": round(rate["data loader only (cache)"] / rate[slowest], 1)})
 
+# %% ../nbs/19_bench.ipynb #f2accfa8
+def bench_zoo(models:str="", # comma-separated stand-ins (default: every recipe of the default zoo)
+              images:int=0, held_out:int=0, size:int=0, epochs:int=0, # recipe overrides for small runs (0: the recipe's)
+              root:str="", # zoo folder (default: a new temporary one, removed after)
+             ) -> BenchResult:
+    "Build the stand-in zoo from nothing, then again from its cache: minutes and held-out mean AUROC per stand-in and site."
+    from dataclasses import replace
+    from cxr_nb.zoo import RECIPES, Zoo
+    names = [m.strip() for m in models.split(",") if m.strip()] or list(RECIPES)
+    over = {k: v for k, v in dict(images=images, held_out=held_out, size=size, epochs=epochs).items() if v}
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-zoo-") as d:
+        zoo = Zoo(root or d, [replace(RECIPES[n], **over) for n in names])
+        t0 = time.perf_counter(); cards = zoo.build(progress=False); cold = time.perf_counter() - t0
+        t0 = time.perf_counter(); zoo.build(progress=False); cached = time.perf_counter() - t0
+    rows = [{"stand-in": c["standin_for"], "minutes": c["minutes"], "films": c["images"], "px": c["resolution"],
+             **{f"{site} (lo-hi)": f"{h['mean_auroc_large']} ({h['lo']}-{h['hi']})" for site, h in c["heldout"].items()}}
+            for c in cards]
+    return BenchResult("zoo", rows, {"cold build s": round(cold, 1), "cached s": round(cached, 3),
+                                     "ratio cold/cached": round(cold / max(cached, 1e-6)), "torch threads": torch.get_num_threads()})
+
 # %% ../nbs/19_bench.ipynb #ec77ce1b
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "cache": bench_cache,
@@ -272,6 +292,7 @@ BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "dataset": bench_dataset,
     "bootstrap": bench_bootstrap,
     "train": bench_train,
+    "zoo": bench_zoo,
 }
 
 def _param_help(fn) -> dict[str, str]:

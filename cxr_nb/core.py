@@ -397,6 +397,7 @@ class RunManifest:
     host: dict = field(default_factory=dict)
     device: dict = field(default_factory=dict)
     artifacts: list = field(default_factory=list)
+    weights: dict = field(default_factory=dict) # per model: `weights_source` and file, copied from the run's metrics.json
 
     def __post_init__(self): self.params = redact(dict(self.params))
 
@@ -455,7 +456,7 @@ class RunFolder:
                  study:str="study", # names the temporary folder
                 ):
         self.path = writable_dir(Path(out_dir).expanduser() if out_dir else tempfile.mkdtemp(prefix=f"cxr-nb-{study}-"))
-        self.metrics, self.figures, self.files = {}, {}, []
+        self.metrics, self.figures, self.files, self.weights = {}, {}, [], {}
 
     def save_figure(self, fig, # a matplotlib Figure
                     name:str, # file stem under figures/
@@ -474,12 +475,22 @@ class RunFolder:
         writable_dir(p.parent)
         return p
 
+    def record_weights(self, name:str, # the model's name in this study (one registry model may appear twice)
+                       record:dict, # `cxr_nb.models.weights_record(model)`
+                      ) -> dict:
+        "Note which weights model `name` was built with; `metrics.json` (and the runner's `run.json`) list them under `weights`."
+        if not isinstance(record, dict) or record.get("weights_source") is None:
+            raise ValueError(f"record_weights({name!r}, ...) takes cxr_nb.models.weights_record(model), got {record!r}")
+        self.weights[name] = record
+        return record
+
     def write_metrics(self, **more) -> dict:
-        "Write `metrics.json` (the metrics, plus `figures` and `files`), after checking every listed file exists; return it as read back."
+        "Write `metrics.json` (the metrics, `weights`, `figures` and `files`), after checking every listed file exists; return it as read back."
         self.metrics.update(more)
         missing = [f for f in [*self.figures.values(), *self.files] if not (self.path/f).is_file()]
         if missing: raise FileNotFoundError(f"{self.path}: metrics.json would list files that were never written: {missing}")
-        write_json(self.path/"metrics.json", {**self.metrics, "figures": self.figures, "files": self.files})
+        write_json(self.path/"metrics.json", {**self.metrics, **({"weights": self.weights} if self.weights else {}),
+                                               "figures": self.figures, "files": self.files})
         return read_json(self.path/"metrics.json")
 
     def __repr__(self): return f"RunFolder({str(self.path)!r}, figures={len(self.figures)}, files={len(self.files)})"

@@ -549,6 +549,15 @@ class LabelMatcher:
         p = preds[:, self.source_idx]
         return p if labels is None else (p, labels[:, self.target_idx])
 
+    def align(self, labels) -> np.ndarray:
+        "Target labels (N x T) as source columns (N x S): each matched column copied, NaN (unknown) where a source label has none."
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim != 2 or labels.shape[1] != len(self.target):
+            raise ValueError(f"align takes labels of the target space, N x {len(self.target)}, got shape {labels.shape}")
+        out = np.full((len(labels), len(self.source)), np.nan, np.float32)
+        for i, j in self.pairs: out[:, i] = labels[:, j]
+        return out
+
     def report(self) -> pd.DataFrame:
         "One row per label on either side: matched partner or '-'."
         rows = [{"source": s, "target": t, "status": "matched" if s == t else "synonym"} for s, t in self.matched]

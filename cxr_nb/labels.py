@@ -11,10 +11,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'NIH_LABELS', 'NIH_BBOX_LABELS', 'PADCHEST_LABELS', 'SYNTH_FINDINGS', 'SYNTH_LABELS',
-           'LABEL_SPACES', 'CHEXPERT_TRAIN_CSV', 'CHEXPERT_VALID_CSV', 'NIH_CSV', 'NIH_CSV_2017', 'NIH_BBOX_CSV',
-           'PADCHEST_CSV', 'SHIPPED_CSV', 'NO_FINDING', 'NIH_VOCABULARY', 'NIH_VIEWS', 'CHEXPERT_VALUES',
-           'CHEXPERT_FRONTAL_LATERAL', 'CHEXPERT_AP_PA', 'PADCHEST_PROJECTIONS', 'PADCHEST_UNLABELLED',
-           'PNEUMONIA_SPLITS', 'PNEUMONIA_CLASSES', 'SYNONYMS', 'xrv_data_file']
+           'SYNTH_LARGE_FINDINGS', 'LABEL_SPACES', 'CHEXPERT_TRAIN_CSV', 'CHEXPERT_VALID_CSV', 'NIH_CSV',
+           'NIH_CSV_2017', 'NIH_BBOX_CSV', 'PADCHEST_CSV', 'SHIPPED_CSV', 'NO_FINDING', 'NIH_VOCABULARY', 'NIH_VIEWS',
+           'CHEXPERT_VALUES', 'CHEXPERT_FRONTAL_LATERAL', 'CHEXPERT_AP_PA', 'PADCHEST_PROJECTIONS',
+           'PADCHEST_UNLABELLED', 'PNEUMONIA_SPLITS', 'PNEUMONIA_CLASSES', 'SYNONYMS', 'xrv_data_file']
 
 # %% ../nbs/01_labels.ipynb #0770aa1b
 CHEXPERT_LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
@@ -32,6 +32,8 @@ SYNTH_FINDINGS = ("Cardiomegaly", "Enlarged Cardiomediastinum", "Pleural Effusio
                   "Atelectasis", "Pneumothorax", "Nodule", "Mass", "Fracture", "Callus Rib Fracture", "Support Devices",
                   "Emphysema", "Fibrosis", "Hiatal Hernia", "Bronchiectasis")
 SYNTH_LABELS = ("No Finding",) + SYNTH_FINDINGS
+SYNTH_LARGE_FINDINGS = ("Cardiomegaly", "Pleural Effusion", "Consolidation", "Edema", "Atelectasis", "Pneumothorax",
+                        "Support Devices")   # drawn over a lobe, the heart or a line across the film: what small films still show
 LABEL_SPACES = {"chexpert": CHEXPERT_LABELS, "nih": NIH_LABELS, "padchest": PADCHEST_LABELS, "synth": list(SYNTH_LABELS)}
 
 # %% ../nbs/01_labels.ipynb #4d1686c3

@@ -6,30 +6,32 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import importlib
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .core import (WEIGHT_LIBRARIES, atomic_path, find_weights, weight_caches, weight_file_name,
+from .core import (WEIGHT_LIBRARIES, atomic_path, find_weights, read_json, weight_caches, weight_file_name,
                          writable_dir)
 from .datasets import LabelMatcher
 from .labels import NIH_LABELS
 from .preprocess import InputSpec, get_norm
 
 # %% auto #0
-__all__ = ['MODELS', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'ModelSpec', 'register', 'model_spec', 'WeightsChoice',
-           'resolve_weights', 'read_weights', 'CXRClassifier', 'build_model', 'swap_head', 'first_conv',
-           'to_one_channel', 'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora',
-           'byte_tokenizer', 'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'extract_features',
-           'prototype_head', 'linear_probe', 'example_batch', 'export_onnx']
+__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'ModelSpec', 'register', 'model_spec',
+           'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights', 'CXRClassifier', 'build_model',
+           'weights_record', 'swap_head', 'first_conv', 'to_one_channel', 'trainable_report', 'set_trainable',
+           'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer', 'CLIPText', 'check_eos', 'clip_text',
+           'prompt_rows', 'zero_shot_head', 'extract_features', 'prototype_head', 'linear_probe', 'example_batch',
+           'export_onnx']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -125,14 +127,19 @@ def _register_defaults():
 if not MODELS: _register_defaults()
 
 # %% ../nbs/08_models.ipynb #7b8700cd
-WEIGHT_SOURCES: list[Callable[[ModelSpec], Path|None]] = []   # after the libraries' caches; the stand-ins register here
+WEIGHTS_MODES = ("published", "auto", "standin", "none")   # the words `weights` takes besides a path
+CARD_NAME = "card.json"   # a stand-in's model card, in the folder of its weights (written by cxr_nb.zoo)
+# Sources after the libraries' caches, as "module:function" (spec, zoo) -> path or None. Named, not imported: the zoo
+# trains its stand-ins with cxr_nb.train, which imports this module, so it is imported the first time it is asked.
+WEIGHT_SOURCES: dict[str, str] = {"standin": "cxr_nb.zoo:find_standin"}
 
 @dataclass
 class WeightsChoice:
-    "Which weights a model was built with: `source` is 'path', 'published', a WEIGHT_SOURCES name, or 'none'."
+    "Which weights a model was built with: `source` is 'published', 'standin', 'none', 'path' (a file the user chose) or 'checkpoint'."
     source: str
     path: Path|None = None
     note: str = ""
+    card: dict|None = None # a stand-in's model card
 
 def _how_to_get(spec:ModelSpec) -> str:
     if spec.library == "torchxrayvision":
@@ -144,27 +151,62 @@ def _how_to_get(spec:ModelSpec) -> str:
                 f"CLIPModel.from_pretrained('{spec.weight_name}')\"), which fill that cache")
     return "download it with its library"
 
-def resolve_weights(spec:ModelSpec, # the model
-                    weights:str|Path="published", # "published", "none" or a file path
-                   ) -> WeightsChoice:
-    "The weights to build `spec` with: an explicit file (or Hugging Face folder), the library's cache, a registered source, or random init ('none')."
-    if str(weights) == "none": return WeightsChoice("none", note="random initialisation (weights='none')")
-    if str(weights) != "published":
-        path = Path(weights).expanduser()
-        if spec.family == "clip" and (path/"config.json").is_file(): return WeightsChoice("path", path)   # a save_pretrained() folder
-        if not path.is_file(): raise FileNotFoundError(f"{spec.name}: weights file {path} not found")
-        return WeightsChoice("path", path)
-    if spec.library is None:
-        return WeightsChoice("none", note=f"random initialisation: {spec.name} has no published weights ({spec.note})")
-    found = find_weights(spec.library, spec.weight_name)
-    if found is not None: return WeightsChoice("published", found)
-    for source in WEIGHT_SOURCES:
-        if (p := source(spec)) is not None: return WeightsChoice(getattr(source, "__name__", "source"), Path(p))
+# %% ../nbs/08_models.ipynb #f8b0e96c
+def _card_beside(path:Path) -> dict|None:
+    "The stand-in model card in the folder of `path` (a weights file, or a Hugging Face folder itself); None if there is none."
+    f = (path if path.is_dir() else path.parent)/CARD_NAME
+    return read_json(f) if f.is_file() else None
+
+def _explicit(spec:ModelSpec, path:Path) -> WeightsChoice:
+    "A weights file (or Hugging Face folder) the caller named; a stand-in card beside it makes it a stand-in of `spec`."
+    if not (path.is_file() or (spec.family == "clip" and (path/"config.json").is_file())):
+        raise FileNotFoundError(f"{spec.name}: weights file {path} not found" + (" (a CLIP folder needs its config.json)"
+                                if spec.family == "clip" and path.is_dir() else ""))
+    card = _card_beside(path)
+    if card is None: return WeightsChoice("path", path)
+    if card.get("standin_for") != spec.name:
+        raise ValueError(f"{path} holds a stand-in for {card.get('standin_for')!r}, not for {spec.name!r}: build {spec.name} with "
+                         f"its own weights")
+    return WeightsChoice("standin", path, _standin_note(card), card)
+
+def _standin_note(card:dict) -> str:
+    return (f"stand-in: {card['standin_for']}'s architecture pretrained on SynthCXR ({'+'.join(card['sites'])}, "
+            f"{card['images']} images, {card['resolution']} px), not the published weights")
+
+def standin_weights(spec:ModelSpec, zoo=None) -> WeightsChoice|None:
+    "The built stand-in of `spec` from the zoo's source (None: `spec` has no stand-in recipe); an unbuilt one is an error saying how to build it."
+    module, function = WEIGHT_SOURCES["standin"].split(":")
+    path = getattr(importlib.import_module(module), function)(spec, zoo)
+    return None if path is None else _explicit(spec, Path(path))
+
+def _no_published(spec:ModelSpec) -> FileNotFoundError:
     cache = weight_caches()["torch_hub" if spec.library == "torchvision" else spec.library]
     what = "folder (with a snapshots/ folder inside)" if spec.library == "huggingface" else "file"
-    raise FileNotFoundError(f"{spec.name}: no published weights on this machine: {weight_file_name(spec.library, spec.weight_name)} "
-                            f"is not in {cache}. Put the {what} there ({_how_to_get(spec)}), pass weights=<path>, "
-                            "or weights='none' for random initialisation")
+    return FileNotFoundError(f"{spec.name}: no published weights on this machine: {weight_file_name(spec.library, spec.weight_name)} "
+                             f"is not in {cache}. Put the {what} there ({_how_to_get(spec)}), pass weights=<path>, "
+                             "weights='auto' to fall back to a SynthCXR stand-in (demo runs), or weights='none' for random initialisation")
+
+def resolve_weights(spec:ModelSpec, # the model
+                    weights:str|Path="published", # a path, or one of WEIGHTS_MODES: "published", "auto", "standin", "none"
+                    zoo=None, # where stand-ins come from (a `cxr_nb.zoo.Zoo`; None: the default zoo under the data root)
+                   ) -> WeightsChoice:
+    "The weights to build `spec` with: an explicit path, the library's cache, a stand-in where `weights` allows it, or random init."
+    mode = str(weights)
+    if mode == "none": return WeightsChoice("none", note="random initialisation (weights='none')")
+    if mode not in WEIGHTS_MODES: return _explicit(spec, Path(weights).expanduser())
+    if mode == "standin":
+        if (choice := standin_weights(spec, zoo)) is None:
+            raise ValueError(f"{spec.name} has no stand-in (ImageNet weights have no honest one): use weights='auto' or 'none'")
+        return choice
+    found = find_weights(spec.library, spec.weight_name) if spec.library else None
+    if found is not None: return WeightsChoice("published", found)
+    if mode == "auto" and (choice := standin_weights(spec, zoo)) is not None: return choice
+    if spec.library is None:
+        return WeightsChoice("none", note=f"random initialisation: {spec.name} has no published weights ({spec.note})")
+    if mode == "auto":
+        return WeightsChoice("none", note=f"random initialisation: no published weights of {spec.name} on this machine, and "
+                                          "ImageNet weights have no honest stand-in")
+    raise _no_published(spec)
 
 # %% ../nbs/08_models.ipynb #93826cec
 def _xrv_safe_classes() -> list:
@@ -205,6 +247,11 @@ class CXRClassifier(nn.Module):
         self.calibrated_thresholds = None
         self.frozen_bn = False
     def forward(self, x): return self.head(self.backbone(x))
+    @property
+    def input(self) -> InputSpec:
+        "What to feed this model: the spec's input, at the resolution a stand-in was trained at when its weights are one."
+        card = self.weights.card
+        return self.spec.input if not card else dataclasses.replace(self.spec.input, size=card["resolution"])
     def calibrated(self, x):
         "torchxrayvision's calibrated scores (its op_threshs), for reading published models; logits for everything else."
         if self.calibrated_thresholds is None: raise ValueError(f"{self.spec.name} has no calibrated thresholds")
@@ -250,12 +297,13 @@ def _torchvision_parts(spec:ModelSpec, choice:WeightsChoice):
 _FAMILIES = {"xrv-densenet": _xrv_parts, "torchvision": _torchvision_parts}
 
 def build_model(name:str, # a registered model
-                weights:str|Path="published", # "published", "none" or a weights file
+                weights:str|Path="published", # a weights file, or "published", "auto", "standin", "none" (see `resolve_weights`)
                 labels:list|None=None, # swap the head to these labels (see `swap_head`)
+                zoo=None, # where stand-ins come from (None: the default zoo)
                ) -> CXRClassifier:
     "A registered model as a `CXRClassifier` (logits out), with the weights `resolve_weights` chose and, optionally, a new head."
     spec = model_spec(name)
-    choice = resolve_weights(spec, weights)
+    choice = resolve_weights(spec, weights, zoo)
     try: backbone, head = _FAMILIES[spec.family](spec, choice)
     except RuntimeError as e:     # load_state_dict: missing / unexpected keys, shapes that differ
         raise ValueError(f"{choice.path} does not hold weights of {spec.name} ({spec.arch}): "
@@ -268,6 +316,17 @@ def build_model(name:str, # a registered model
     if spec.family == "clip": _clip_head(model, labels)      # zero-shot from prompts (see the CLIP section)
     elif labels is not None: swap_head(model, labels)
     return model
+
+# %% ../nbs/08_models.ipynb #26cdeb93
+def weights_record(model:nn.Module) -> dict:
+    "What a run reports about a model's weights: `weights_source`, the file, the note and, for a stand-in, what its card says."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model      # a peft model: the classifier inside
+    w = base.weights
+    record = {"model": base.spec.name, "weights_source": w.source, "path": None if w.path is None else str(w.path), "note": w.note}
+    if w.card:
+        record["standin"] = {k: w.card.get(k) for k in ("key", "sites", "images", "patients", "seeds", "resolution", "epochs",
+                                                         "heldout_mean_auroc", "built")}
+    return record
 
 # %% ../nbs/08_models.ipynb #0daa82cc
 def swap_head(model:CXRClassifier, # the model whose head to replace

@@ -9,6 +9,7 @@ import argparse
 import ast
 import contextlib
 import difflib
+import importlib
 import json
 import os
 import re
@@ -293,6 +294,11 @@ def _is_done(spec:RunSpec, out:Path) -> bool:
     return m is not None and m.status == "completed" and m.params == RunManifest("", "", spec.parameters).params \
         and Path(m.notebook).name == spec.notebook.name
 
+def _weights_of(out:Path) -> dict:
+    "The `weights` a study wrote into its metrics.json (which weights each model was built with); {} if none."
+    try: return read_json(out/"metrics.json").get("weights", {}) if (out/"metrics.json").is_file() else {}
+    except (ValueError, OSError, AttributeError): return {}       # a half-written or foreign file: the run's status says why
+
 def execute(spec:RunSpec, # what to run
             outputs:str|Path|None=None, # outputs root (default `outputs_root()`)
             force:bool=False, # run even if an identical run completed
@@ -325,6 +331,7 @@ def execute(spec:RunSpec, # what to run
             status, error = "failed", f"{type(e).__name__}: {e}"
         finally:
             m.artifacts = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+            m.weights = _weights_of(out)
             m.finish(status, error).save(out/MANIFEST)
     return m
 
@@ -383,6 +390,10 @@ def _cmd_list(a) -> int:
     print(format_table(rows) if rows else f"no params files under {a.params_dir or project_root()/'params'}")
     return 0
 
+def _cmd_zoo(a) -> int:
+    # named, not imported: the zoo trains models (cxr_nb.train), which sit after this module
+    return importlib.import_module("cxr_nb.zoo").zoo_command(a)
+
 def _cmd_synth(a) -> int:
     from cxr_nb.synth import MANIFEST_NAME, Shortcut, synth_root, write_dataset
     sc = Shortcut(a.shortcut, *a.shortcut_p) if a.shortcut else None
@@ -423,10 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--overwrite", action="store_true", help="replace a different dataset already at ROOT")
     y.add_argument("--quiet", action="store_true", help="no progress bar")
     y.set_defaults(func=_cmd_synth)
+    z = sub.add_parser("zoo", help="build or list the SynthCXR stand-ins of the published weights (cxr_nb.zoo)")
+    z.add_argument("action", choices=("build", "list"), help="build what is missing (then list), or list")
+    z.add_argument("models", nargs="*", help="registered model names (default: every recipe)")
+    z.add_argument("--root", default=None, help="zoo folder (default: <data root>/zoo)")
+    z.add_argument("--force", action="store_true", help="rebuild stand-ins that are built")
+    z.add_argument("--quiet", action="store_true", help="no progress bars")
+    z.set_defaults(func=_cmd_zoo)
     return p
 
 _AFTER_INTERRUPT = {"run": "; the run's run.json says interrupted, and the next `cxr-nb run` reruns it",
-                    "synth": "; the half-written dataset was removed"}
+                    "synth": "; the half-written dataset was removed", "zoo": "; the half-built stand-in was removed"}
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `cxr-nb` console script: one line and exit 2 on bad input, 128 + signal when interrupted."

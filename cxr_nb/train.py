@@ -212,6 +212,7 @@ def model_record(model:nn.Module) -> dict:
     base = _base(model)
     record = {"name": base.spec.name, "pathologies": list(base.pathologies), "weights": base.weights.source,
               "one_channel": first_conv(base)[2].in_channels == 1 and get_norm(base.spec.input.norm).channels == 3}
+    if base.weights.card: record["standin_card"] = base.weights.card    # what it was pretrained on, and at which resolution
     peft_config = getattr(getattr(model, "module", model), "peft_config", None)
     if peft_config:
         c = peft_config["default"]
@@ -319,7 +320,8 @@ def load_trained(path:str|Path) -> nn.Module:
         model = apply_lora(model, lora["r"], lora["alpha"], lora["dropout"],
                            pattern="|".join(re.escape(t.removeprefix("backbone.")) for t in lora["targets"]))
     load_model_state(model, tensors, path)
-    _base(model).weights = WeightsChoice("checkpoint", Path(path), note=f"trained from {info['weights']} weights")
+    _base(model).weights = WeightsChoice("checkpoint", Path(path), note=f"trained from {info['weights']} weights",
+                                       card=info.get("standin_card"))
     return model.eval()
 
 # %% ../nbs/10_train.ipynb #a9f5cd56

@@ -61,10 +61,24 @@ def test_environment_study_runs_through_cli(tmp_path):
     assert manifest["start"] <= manifest["end"] and manifest["duration_s"] > 0
     metrics = json.loads((run/"metrics.json").read_text())
     assert metrics["inference"]["batch"] == 8 and metrics["inference"]["images_per_s"] > 0
-    assert "SynthCXR" in metrics["datasets"] and len(metrics["weights"]) == 10
+    assert "SynthCXR" in metrics["datasets"] and len(metrics["weight_files"]) == 10
+    assert metrics["weights_auto"]["resnet50"]["weights_source"] == "none"      # offline: ImageNet models start random
     executed = nbformat.read(run/"00_environment.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and f"out_dir = \"{run}\"" in injected[0].source
+
+
+def test_weights_source_of_each_model_lands_in_metrics_and_run_json(tmp_path):
+    body = ("from cxr_nb.core import RunFolder\nfrom cxr_nb.models import build_model, weights_record\n"
+            "run = RunFolder(out_dir)\nrun.record_weights('baseline', weights_record(build_model('tiny-xrv-densenet', weights='none')))\n"
+            "run.write_metrics(n=n)")
+    nb = toy_study(tmp_path, body)
+    r = cxr_nb("run", "--quiet", write_params(tmp_path/"w.yaml", nb, n=2), outputs=tmp_path/"outputs")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path/"outputs"/"toy"/"w"
+    for f in ("metrics.json", "run.json"):
+        weights = json.loads((run/f).read_text())["weights"]
+        assert weights["baseline"]["weights_source"] == "none" and weights["baseline"]["model"] == "tiny-xrv-densenet", f
 
 
 def test_run_skip_and_force(study):
