@@ -282,7 +282,7 @@ def bench_zoo(models:str="", # comma-separated stand-ins (default: every recipe 
     rows = [{"stand-in": c["standin_for"], "minutes": c["minutes"], "films": c["images"], "px": c["resolution"],
              **{f"{site} (lo-hi)": f"{h['mean_auroc_large']} ({h['lo']}-{h['hi']})" for site, h in c["heldout"].items()}}
             for c in cards]
-    return BenchResult("zoo", rows, {"cold build s": round(cold, 1), "cached s": round(cached, 3),
+    return BenchResult("zoo", rows, {"cold build s": round(cold, 1), "cached s": round(cached, 4),
                                      "ratio cold/cached": round(cold / max(cached, 1e-6)), "torch threads": torch.get_num_threads()})
 
 # %% ../nbs/19_bench.ipynb #ec77ce1b
