@@ -26,7 +26,7 @@ from .labels import SYNTH_LARGE_FINDINGS
 from .metrics import bootstrap_auroc
 from .models import CARD_NAME, ModelSpec, build_model, byte_tokenizer, model_spec, swap_head
 from .preprocess import CACHE_VERSION, CacheDataset, InputSpec, build_cache
-from .synth import SYNTH_VERSION, write_dataset
+from .synth import MANIFEST_NAME, SYNTH_VERSION, read_truth, write_dataset
 from .train import FitConfig, evaluate, fit
 
 # %% auto #0
@@ -287,7 +287,6 @@ def check_unseen(weights, # a model built on a stand-in, its `WeightsChoice`, or
                  *folders, # dataset folders (or datasets with a `root`) the study evaluates on
                 ) -> pd.DataFrame:
     "Refuse SynthCXR folders whose population a stand-in trained on; a table of the checks (real data is never a stand-in's)."
-    from cxr_nb.synth import MANIFEST_NAME
     card = weights if isinstance(weights, dict) else getattr(getattr(weights, "weights", weights), "card", None)
     if not card: return pd.DataFrame(columns=["folder", "seed", "unseen"])       # not a stand-in: nothing to check
     trained = {s["train"]: site for site, s in card["seeds"].items() if site in card["sites"]}
@@ -454,11 +453,10 @@ PARTIAL_REPORTS = 0.3   # chance each finding is kept in a partial report
 
 def _film_reports(parts:list, size:int, seed:int):
     "A function epoch -> one report per film of `parts` (in order), from each film's ground truth, phrased afresh per epoch."
-    from cxr_nb.synth import read_truth
     rows = []
     for data in parts:
         truth = read_truth(data.root).set_index("path")
-        rows += truth.loc[data.csv.path.str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True)].reset_index().to_dict("records")
+        rows += truth.loc[data.csv.path].reset_index().to_dict("records")      # adapters give layout-relative paths, as the truth
     def reports(epoch:int) -> list[str]:
         rngs = [np.random.default_rng([seed, epoch, i]) for i in range(len(rows))]     # half full reports, half partial ones
         return [report_text(row, r, size, keep=1.0 if r.random() < 0.5 else PARTIAL_REPORTS) for row, r in zip(rows, rngs)]
