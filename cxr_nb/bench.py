@@ -26,8 +26,8 @@ from .core import format_table
 from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_phantom, decode_gray
 
 # %% auto #0
-__all__ = ['TRAIN_BENCH_MODELS', 'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset',
-           'bench_bootstrap', 'bench_train', 'bench_zoo', 'build_parser', 'main']
+__all__ = ['TRAIN_BENCH_MODELS', 'CPU_ABLATION_BATCH', 'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth',
+           'bench_dataset', 'bench_bootstrap', 'bench_train', 'bench_zoo', 'bench_explain', 'build_parser', 'main']
 
 # %% ../nbs/19_bench.ipynb #a683f004
 @dataclass
@@ -285,6 +285,92 @@ def bench_zoo(models:str="", # comma-separated stand-ins (default: every recipe 
     return BenchResult("zoo", rows, {"cold build s": round(cold, 1), "cached s": round(cached, 4),
                                      "ratio cold/cached": round(cold / max(cached, 1e-6)), "torch threads": torch.get_num_threads()})
 
+# %% ../nbs/19_bench.ipynb #2d38180c
+def _live_random_model(name:str, images:torch.Tensor):
+    "A registered model with random weights whose batch-norm statistics are re-estimated on `images` (a random net's signal lives)."
+    from cxr_nb.models import build_model
+    model = build_model(name, weights="none")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms: m.reset_running_stats(); m.momentum = None      # a plain average over the batch
+    with torch.no_grad(): model.train()(images)
+    for m, momentum in zip(norms, momenta): m.momentum = momentum
+    return model.eval()
+
+def _synth_inputs(size:int, n:int, norm:str, seed:int) -> tuple[np.ndarray, torch.Tensor]:
+    "`n` frontal SynthCXR films at `size` px (grey uint8) and normalised for a model."
+    from cxr_nb.preprocess import normalize
+    from cxr_nb.synth import render_study
+    gray = np.stack([render_study(seed, p + 1, size=size, view="PA").image for p in range(n)])
+    return gray, normalize(torch.from_numpy(gray)[:, None], norm)
+
+def _forward_ms(model, images:torch.Tensor, batch_size:int, repeats:int=5) -> dict[str, float]:
+    "Milliseconds per image of a forward pass under `fast_inference` at batch 1, 8, 32 and `batch_size`, and unfolded (interleaved)."
+    from cxr_nb.explain.perturb import fast_inference
+    sizes = sorted({1, 8, 32, batch_size})
+    batches = {b: images[torch.arange(b) % len(images)].contiguous(memory_format=torch.channels_last) for b in sizes}
+    with fast_inference(model, fold_batchnorm=False) as plain, fast_inference(model) as folded:
+        contenders = {(b, True): (lambda b=b: folded(batches[b])) for b in sizes}
+        contenders[(batch_size, False)] = lambda: plain(batches[batch_size])
+        times = time_rounds(contenders, repeats)
+    return {f"forward ms/img at batch {b}, {'batch norms folded' if fold else 'not folded'}": round(1e3 * statistics.median(t) / b, 1)
+            for (b, fold), t in times.items()}
+
+def _cam_rate(model, images:torch.Tensor, batch_size:int) -> float:
+    "Grad-CAM maps per second at `batch_size` (one warm-up batch first)."
+    from cxr_nb.explain.cams import cam_maps
+    cam_maps(model, images[:batch_size], 0, batch_size=batch_size)
+    t0 = time.perf_counter(); cam_maps(model, images, 0, batch_size=batch_size)
+    return len(images) / (time.perf_counter() - t0)
+
+# %% ../nbs/19_bench.ipynb #4da29e3f
+CPU_ABLATION_BATCH = 8   # ablated copies per pass on a CPU: EfficientNet-B0's activations at 224 px stay in cache (about 10 ms/img here, 15 at 32)
+
+def bench_explain(model:str="efficientnet_b0", # registered model, random weights (speed does not depend on them)
+                  size:int=224, # input side in pixels
+                  films:int=3, # SynthCXR films, one superpixel ablation each
+                  n_segments:int=100, # SLIC superpixels per film (about; the pneumonia study's 100)
+                  batch_size:int=0, # ablated copies per forward pass, ours (0: 8 on a CPU, 64 on a GPU)
+                  filler:str="zero", # what a filled superpixel becomes (both procedures)
+                  cam_images:int=32, # images for the Grad-CAM rates
+                  repeats:int=3, # timed rounds, interleaved (the median is reported), after one untimed warm-up each
+                  device:str="auto", # "auto" (a GPU if there is one), "cpu", "cuda"...
+                  seed:int=0,
+                 ) -> BenchResult:
+    "Superpixel ablation per film: ours (batched, channels_last, inference mode) against the source's 2 passes per segment; Grad-CAM maps/s."
+    from cxr_nb.explain.perturb import slic_segments, superpixel_drops, superpixel_drops_reference
+    from cxr_nb.core import get_device
+    from cxr_nb.models import model_spec
+    if min(size, films, n_segments, cam_images, repeats) < 1 or batch_size < 0:
+        raise ValueError("every size and count must be >= 1 (batch_size: 0 for the device's default)")
+    where = get_device(device)
+    batch_size = batch_size or (64 if where.type == "cuda" else CPU_ABLATION_BATCH)
+    gray, images = _synth_inputs(size, max(films, 2), model_spec(model).input.norm, seed)
+    net = _live_random_model(model, images).to(where)
+    gray, images = gray[:films], images[:films].to(where)
+    segments = slic_segments(gray, n_segments=n_segments)
+    drops = {}
+    def ours(): drops["ours"] = superpixel_drops(net, images, 0, segments, filler, batch_size, progress=False)
+    def source(): drops["source"] = [superpixel_drops_reference(net, images[i:i + 1], 0, segments[i], filler) for i in range(films)]
+    times = time_rounds({"ours": ours, "source": source}, repeats)
+    per_film = {k: statistics.median(v) / films for k, v in times.items()}
+    K = segments.reshape(films, -1).max(1) + 1
+    same = all(np.allclose(drops["ours"][i, :K[i]], drops["source"][i], rtol=1e-4, atol=1e-5) for i in range(films))
+    diff = max(float(np.abs(drops["ours"][i, :K[i]] - drops["source"][i]).max()) for i in range(films))
+    cam_set = images[torch.arange(cam_images) % films]
+    rows = [{"procedure": "ours: FeatureAblation, 1 + ceil(K/B) passes of B, channels_last, inference mode, BN folded",
+             "ms/film": 1e3 * per_film["ours"], "passes/film": float(np.mean(1 + -(-K // batch_size)))},
+            {"procedure": "source: per superpixel, 2 passes at batch 1, fp32, autograd on",
+             "ms/film": 1e3 * per_film["source"], "passes/film": float(np.mean(2 * K))}]
+    return BenchResult("explain", rows, {
+        "model": model, "device": str(where), "size": size, "films": films, "superpixels per film": K.tolist(), "batch_size": batch_size,
+        "torch threads": torch.get_num_threads(), "ratio source/ours": round(per_film["source"] / per_film["ours"], 2),
+        "drops allclose": same, "max |drop difference|": f"{diff:.1e}",
+        "max |drop|": round(float(np.nanmax(np.abs(drops["ours"]))), 4),
+        **_forward_ms(net, images, batch_size),
+        "Grad-CAM maps/s, batch 1": round(_cam_rate(net, cam_set, 1), 2),
+        f"Grad-CAM maps/s, batch {min(32, cam_images)}": round(_cam_rate(net, cam_set, min(32, cam_images)), 2)})
+
 # %% ../nbs/19_bench.ipynb #ec77ce1b
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "cache": bench_cache,
@@ -293,6 +379,7 @@ BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "bootstrap": bench_bootstrap,
     "train": bench_train,
     "zoo": bench_zoo,
+    "explain": bench_explain,
 }
 
 def _param_help(fn) -> dict[str, str]:

@@ -23,10 +23,10 @@ from .labels import (CHEXPERT_LABELS, NIH_BBOX_CSV, NIH_BBOX_LABELS, NIH_CSV, PA
                            SYNTH_FINDINGS, SYNTH_LABELS)
 
 # %% auto #0
-__all__ = ['DEVICES', 'PRIORS', 'SITES', 'LAYOUTS', 'DEFAULT_SITE', 'MANIFEST_NAME', 'TRUTH_NAME', 'SYNTH_VERSION',
-           'sample_findings', 'SiteProfile', 'Patient', 'make_patient', 'Shortcut', 'SynthStudy', 'render_study',
-           'layout_priors', 'padchest_labels', 'write_dataset', 'read_truth', 'mask_file', 'read_mask_file',
-           'load_masks', 'synth_root']
+__all__ = ['DEVICES', 'PRIORS', 'SITES', 'ANATOMY_MASKS', 'LAYOUTS', 'DEFAULT_SITE', 'MANIFEST_NAME', 'TRUTH_NAME',
+           'SYNTH_VERSION', 'sample_findings', 'SiteProfile', 'Patient', 'make_patient', 'Shortcut', 'SynthStudy',
+           'render_study', 'layout_priors', 'padchest_labels', 'write_dataset', 'read_truth', 'mask_file',
+           'read_mask_file', 'load_masks', 'synth_root']
 
 # %% ../nbs/02_synth.ipynb #fb26e227
 DEVICES = ("endotracheal tube", "central venous catheter", "pacemaker", "nasogastric tube")
@@ -570,9 +570,11 @@ def _acquire(I, site:SiteProfile, r, S, stamp:str|None):
     return v, smask.astype(bool)
 
 # %% ../nbs/02_synth.ipynb #db3e19fb
+ANATOMY_MASKS = ("lungs", "lung_r", "lung_l", "heart")   # saved as "_lungs", ...; lung_r is the patient's right (image left)
+
 @dataclass
 class SynthStudy:
-    "One rendered film: uint8 image, a boolean mask per present finding, labels, severities and metadata."
+    "One rendered film: uint8 image, a boolean mask per present finding and per anatomy part (`_lungs`...), labels, severities, metadata."
     image: np.ndarray
     masks: dict
     labels: dict
@@ -624,6 +626,7 @@ def render_study(seed:int, patient:int, study:int=0, # identity: the same triple
             if f in fs:
                 m, s = _RENDER[f](T, r)
                 if m.any(): masks[f], sev[f] = m, round(float(s), 3)
+        masks.update({f"_{part}": T.masks[part] for part in ANATOMY_MASKS})    # where explanations should (not) look
         devices, L = getattr(T, "devices", []), T.layers
         I = (L["soft"] + L["dense"] + L["bone"] - 0.42 * L["air"] + L["vessels"] - L["gas"] + L["add"]
              + L.get("device", 0))
@@ -914,6 +917,21 @@ def _refuse_foreign(root:Path) -> None:
         raise FileExistsError(f"{root} is not a SynthCXR dataset (no {MANIFEST_NAME}) and holds {len(entries)} item(s), e.g. "
                               f"{entries[:5]}; overwrite replaces only SynthCXR folders. Choose another folder")
 
+def _write_stage(stage:Path, kind, tasks, params, seed, size, site, shortcut, workers, progress):
+    "Render `tasks` into the staging folder with the layout's tables, the ground truth and the manifest."
+    cfg = {"stage": str(stage), "seed": int(seed), "size": int(size), "site": site, "kind": kind,
+           "shortcut": asdict(shortcut) if shortcut else None}
+    truth = _render_all(tasks, cfg, workers, progress)
+    {"chexpert": lambda: _chexpert_tables(truth, stage, seed), "nih": lambda: _nih_tables(truth, stage, seed, size),
+     "padchest": lambda: _padchest_tables(truth, stage, seed, size), "pneumonia": lambda: None}[kind]()
+    cols = ["path", "mask_path", "split", "patient", "study", "view_no", "view", "site", "sex", "age", "ctr", "shortcut",
+            "devices", "subtype", *SYNTH_LABELS, "severity", "boxes"]
+    truth[cols].to_csv(stage/TRUTH_NAME, index=False)
+    write_json(stage/MANIFEST_NAME, {"synthcxr": SYNTH_VERSION, "params": params, "n_images": len(truth),
+                                     "n_patients": int(truth.patient.nunique()),
+                                     "splits": truth.split.value_counts().to_dict(),
+                                     "label_counts": {l: int(truth[l].sum()) for l in SYNTH_LABELS}})
+
 def write_dataset(kind:str, # "chexpert", "nih", "padchest" or "pneumonia"
                   root:str|Path, # the dataset folder to create (e.g. .../CheXpert-v1.0-small)
                   n:int=200, # number of images (lateral views included)
@@ -946,19 +964,12 @@ def write_dataset(kind:str, # "chexpert", "nih", "padchest" or "pneumonia"
             raise FileExistsError(f"{root} already holds a SynthCXR dataset with other parameters ({theirs['params']}); "
                                   "pass overwrite=True (--overwrite) to replace it, or choose another folder")
     tasks = _assign_paths(kind, _plan(kind, int(n), int(seed), site, priors, valid_frac, lateral_p), int(seed))
-    with atomic_dir(root, replace=root.exists()) as stage:
-        cfg = {"stage": str(stage), "seed": int(seed), "size": int(size), "site": site, "kind": kind,
-               "shortcut": asdict(shortcut) if shortcut else None}
-        truth = _render_all(tasks, cfg, workers, progress)
-        {"chexpert": lambda: _chexpert_tables(truth, stage, seed), "nih": lambda: _nih_tables(truth, stage, seed, size),
-         "padchest": lambda: _padchest_tables(truth, stage, seed, size), "pneumonia": lambda: None}[kind]()
-        cols = ["path", "mask_path", "split", "patient", "study", "view_no", "view", "site", "sex", "age", "ctr", "shortcut",
-                "devices", "subtype", *SYNTH_LABELS, "severity", "boxes"]
-        truth[cols].to_csv(stage/TRUTH_NAME, index=False)
-        write_json(stage/MANIFEST_NAME, {"synthcxr": SYNTH_VERSION, "params": params, "n_images": len(truth),
-                                         "n_patients": int(truth.patient.nunique()),
-                                         "splits": truth.split.value_counts().to_dict(),
-                                         "label_counts": {l: int(truth[l].sum()) for l in SYNTH_LABELS}})
+    try:
+        with atomic_dir(root, replace=root.exists()) as stage:
+            _write_stage(stage, kind, tasks, params, seed, size, site, shortcut, workers, progress)
+    except FileExistsError:      # a process beside this one (a parallel notebook run) wrote the same dataset first: use theirs
+        theirs = read_json(root/MANIFEST_NAME) if (root/MANIFEST_NAME).is_file() else None
+        if theirs is None or theirs.get("params") != params: raise
     return root
 
 def read_truth(root:str|Path) -> pd.DataFrame:

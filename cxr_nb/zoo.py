@@ -222,9 +222,13 @@ def build_standin(recipe:Recipe, # what to build
     if (folder/CARD_NAME).is_file() and not force: return read_json(folder/CARD_NAME)
     t0 = time.perf_counter()
     builder = _build_densenet if recipe.spec.family == "xrv-densenet" else _build_clip
-    with atomic_dir(folder, replace=force) as stage:
-        card = _card(recipe, builder(recipe, zoo, stage, progress), time.perf_counter() - t0)
-        write_json(stage/CARD_NAME, card)
+    try:
+        with atomic_dir(folder, replace=force) as stage:
+            card = _card(recipe, builder(recipe, zoo, stage, progress), time.perf_counter() - t0)
+            write_json(stage/CARD_NAME, card)
+    except FileExistsError:      # another process (a notebook run beside this one) finished the same recipe first: use theirs
+        if not (folder/CARD_NAME).is_file(): raise
+        card = read_json(folder/CARD_NAME)
     return card
 
 # %% ../nbs/11_zoo.ipynb #6a3fc2d5

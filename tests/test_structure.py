@@ -8,7 +8,9 @@ import cxr_nb
 from cxr_nb import labels
 
 PKG = Path(cxr_nb.__file__).parent
-MODULES = {p.stem: p.read_text(encoding="utf-8") for p in PKG.glob("*.py") if not p.stem.startswith("_")}
+# modules by dotted name below cxr_nb ("zoo", "explain.cams"); notebooks by name without number ("zoo", "explain_cams")
+MODULES = {".".join(p.relative_to(PKG).with_suffix("").parts): p.read_text(encoding="utf-8")
+           for p in PKG.rglob("*.py") if not p.stem.startswith("_")}
 NOTEBOOKS = {re.sub(r"^\d+_", "", p.stem): int(p.name[:2]) for p in (PKG.parent/"nbs").glob("[0-9][0-9]_*.ipynb")}
 
 
@@ -43,11 +45,23 @@ def test_one_decoder_one_folder_writer_one_table_printer():
     assert [m for m, src in MODULES.items() if "mkdtemp(" in src] == ["core"]   # RunFolder's fallback only
 
 
+def imported_modules(module: str, src: str) -> set[str]:
+    "The cxr_nb modules `src` imports, absolute (cxr_nb.x.y) or relative (.y, ..x), as dotted names below cxr_nb."
+    package = module.split(".")[:-1]
+    found = set()
+    for dots, name in re.findall(r"^\s*from (?:cxr_nb\.|(\.+))([\w.]+) import", src, re.M):
+        base = package[:len(package) - (len(dots) - 1)] if dots else []
+        found.add(".".join([*base, name]))
+    return found & set(MODULES)
+
+
 def test_library_notebooks_are_numbered_in_import_order():
-    assert set(NOTEBOOKS) == set(MODULES), (sorted(NOTEBOOKS), sorted(MODULES))
+    number = {module: NOTEBOOKS[module.replace(".", "_")] for module in MODULES}
+    assert set(NOTEBOOKS) == {m.replace(".", "_") for m in MODULES}, (sorted(NOTEBOOKS), sorted(MODULES))
+    assert imported_modules("explain.cases", "from ..models import a\nfrom .cams import b") == {"models", "explain.cams"}
     for module, src in MODULES.items():
-        for imported in set(re.findall(r"^\s*from (?:cxr_nb|)\.?(\w+) import", src, re.M)) & set(MODULES):
-            assert NOTEBOOKS[imported] < NOTEBOOKS[module], f"{module} ({NOTEBOOKS[module]:02d}) imports {imported} ({NOTEBOOKS[imported]:02d})"
+        for imported in imported_modules(module, src):
+            assert number[imported] < number[module], f"{module} ({number[module]:02d}) imports {imported} ({number[imported]:02d})"
 
 
 def test_no_blanket_warning_filters():
