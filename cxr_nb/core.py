@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib.metadata as _md
 import json
 import os
@@ -33,9 +34,9 @@ __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PA
            'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
            'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info', 'now_iso',
            'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable', 'writable_dir',
-           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'write_json', 'read_json',
-           'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'RunManifest', 'SignalInterrupt',
-           'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
+           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash', 'write_json',
+           'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'RunManifest',
+           'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -307,6 +308,11 @@ def atomic_write_text(path:str|Path, text:str) -> Path:
 def json_text(obj, indent:int|None=2) -> str:
     "`obj` as JSON text, with paths, numpy and torch values converted (NaN and infinities kept, as Python's json reads them)."
     return json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
+
+def short_hash(obj, digest_size:int=4) -> str:
+    "A short, stable hex name for a JSON-able value (its sorted JSON, blake2b): folder names that change when `obj` does."
+    text = json.dumps(obj, sort_keys=True, default=_json_default)
+    return hashlib.blake2b(text.encode(), digest_size=digest_size).hexdigest()
 
 def write_json(path:str|Path, obj) -> Path:
     "Atomically write `obj` as indented JSON (paths, numpy and torch values converted)."

@@ -28,10 +28,10 @@ from .preprocess import InputSpec, get_norm
 # %% auto #0
 __all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'ModelSpec', 'register', 'model_spec',
            'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights', 'CXRClassifier', 'build_model',
-           'weights_record', 'swap_head', 'first_conv', 'to_one_channel', 'trainable_report', 'set_trainable',
-           'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer', 'CLIPText', 'check_eos', 'clip_text',
-           'prompt_rows', 'zero_shot_head', 'extract_features', 'prototype_head', 'linear_probe', 'example_batch',
-           'export_onnx']
+           'classifier_of', 'weights_record', 'swap_head', 'first_conv', 'to_one_channel', 'trainable_report',
+           'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer', 'CLIPText', 'check_eos',
+           'clip_text', 'prompt_rows', 'zero_shot_head', 'extract_features', 'prototype_head', 'linear_probe',
+           'example_batch', 'export_onnx']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -318,9 +318,18 @@ def build_model(name:str, # a registered model
     return model
 
 # %% ../nbs/08_models.ipynb #26cdeb93
+def classifier_of(model:nn.Module) -> CXRClassifier:
+    "The `CXRClassifier` inside `model`: itself, or inside a DDP and/or peft wrapper; a clear error for anything else."
+    model = getattr(model, "module", model)                                              # DDP
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model         # peft
+    if not isinstance(base, CXRClassifier):
+        raise TypeError(f"expected a CXRClassifier (or a peft model around one), got {type(base).__name__}; "
+                        "build it with cxr_nb.models.build_model")
+    return base
+
 def weights_record(model:nn.Module) -> dict:
     "What a run reports about a model's weights: `weights_source`, the file, the note and, for a stand-in, what its card says."
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model      # a peft model: the classifier inside
+    base = classifier_of(model)
     w = base.weights
     record = {"model": base.spec.name, "weights_source": w.source, "path": None if w.path is None else str(w.path), "note": w.note}
     if w.card:

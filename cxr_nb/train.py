@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from .core import atomic_write_bytes, atomic_write_text, json_text, seeded_generator, set_seed, write_json
 from .datasets import LabelMatcher
 from .metrics import auroc_or_reason
-from .models import CXRClassifier, WeightsChoice, apply_lora, build_model, first_conv, set_trainable, to_one_channel
+from .models import (WeightsChoice, apply_lora, build_model, classifier_of, first_conv, set_trainable,
+                           to_one_channel)
 from .preprocess import get_norm, make_loader
 
 # %% auto #0
@@ -92,16 +93,11 @@ class FitConfig:
         return {k: (theirs[k], mine[k]) for k in mine if mine[k] != theirs[k]}
 
 # %% ../nbs/10_train.ipynb #87bcad85
-def _base(model:nn.Module) -> CXRClassifier:
-    "The CXRClassifier inside a peft and/or accelerate wrapper."
-    model = getattr(model, "module", model)                      # DDP
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
 def target_columns(model:nn.Module, # a CXRClassifier (or its peft wrapper)
                    data:Dataset, # a dataset with `pathologies` and `labels` (N x C)
                   ) -> list[int]:
     "The dataset label column of each model output, matched by name; refuses outputs the dataset cannot train."
-    names, columns = _base(model).pathologies, getattr(data, "pathologies", None)
+    names, columns = classifier_of(model).pathologies, getattr(data, "pathologies", None)
     if columns is None or getattr(data, "labels", None) is None:
         raise ValueError(f"{type(data).__name__} has no `pathologies` and `labels`: fit trains on cxr_nb datasets "
                          "(CXRDataset, CacheDataset) or anything with those two attributes")
@@ -118,7 +114,7 @@ def target_columns(model:nn.Module, # a CXRClassifier (or its peft wrapper)
 def target_labels(model:nn.Module, data:Dataset) -> np.ndarray:
     "The dataset's labels (N x outputs) in the model's output order; an all-NaN column is an error naming it."
     labels = np.asarray(data.labels, dtype=np.float32)[:, target_columns(model, data)]
-    empty = [n for n, col in zip(_base(model).pathologies, labels.T) if np.isnan(col).all()]
+    empty = [n for n, col in zip(classifier_of(model).pathologies, labels.T) if np.isnan(col).all()]
     if empty: raise ValueError(f"labels {empty} are unknown (NaN) for every image of this split: nothing to learn or measure")
     return labels
 
@@ -209,7 +205,7 @@ CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cxr-nb-checkpoint", 1
 
 def model_record(model:nn.Module) -> dict:
     "What `load_trained` needs to rebuild `model`: registry name, labels, stem, LoRA settings, the weights it started from."
-    base = _base(model)
+    base = classifier_of(model)
     record = {"name": base.spec.name, "pathologies": list(base.pathologies), "weights": base.weights.source,
               "one_channel": first_conv(base)[2].in_channels == 1 and get_norm(base.spec.input.norm).channels == 3}
     if base.weights.card: record["standin_card"] = base.weights.card    # what it was pretrained on, and at which resolution
@@ -306,8 +302,8 @@ def load_model_state(model:nn.Module, tensors:dict, path:str|Path):
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try: getattr(model, "module", model).load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path} holds weights of another model than {_base(model).spec.name} "
-                         f"({len(_base(model).pathologies)} outputs): {str(e).splitlines()[0][:300]}") from e
+        raise ValueError(f"{path} holds weights of another model than {classifier_of(model).spec.name} "
+                         f"({len(classifier_of(model).pathologies)} outputs): {str(e).splitlines()[0][:300]}") from e
 
 def load_trained(path:str|Path) -> nn.Module:
     "Rebuild a trained model from its checkpoint: the registry architecture, its labels, stem and LoRA adapters, then the weights."
@@ -320,7 +316,7 @@ def load_trained(path:str|Path) -> nn.Module:
         model = apply_lora(model, lora["r"], lora["alpha"], lora["dropout"],
                            pattern="|".join(re.escape(t.removeprefix("backbone.")) for t in lora["targets"]))
     load_model_state(model, tensors, path)
-    _base(model).weights = WeightsChoice("checkpoint", Path(path), note=f"trained from {info['weights']} weights",
+    classifier_of(model).weights = WeightsChoice("checkpoint", Path(path), note=f"trained from {info['weights']} weights",
                                        card=info.get("standin_card"))
     return model.eval()
 
@@ -371,7 +367,7 @@ def evaluate(model:nn.Module, # a classifier (logits out)
             scores.append(out.cpu()); labels.append(lab.cpu()); ids.append(idx.cpu())
     finally: model.train(was)
     s, y = torch.cat(scores), torch.cat(labels)
-    return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), list(_base(model).pathologies),
+    return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), list(classifier_of(model).pathologies),
                        float(masked_loss(s, y, loss)))
 
 # %% ../nbs/10_train.ipynb #69c062a8
@@ -404,7 +400,7 @@ def _resume_point(out_dir:Path, model:nn.Module, config:FitConfig, resume:bool) 
                               "continue it, or choose another folder: nothing was overwritten")
     if record["model"] != model_record(model):
         raise ValueError(f"{last} is a checkpoint of {record['model']['name']} with labels {record['model']['pathologies']}, "
-                         f"not of the model given ({model_record(model)['name']}, {_base(model).pathologies})")
+                         f"not of the model given ({model_record(model)['name']}, {classifier_of(model).pathologies})")
     changed = {k: v for k, v in config.changes(FitConfig(**record["config"])).items() if k not in RESUMABLE_CHANGES}
     if changed:
         raise ValueError(f"resuming {out_dir} with a different configuration: {changed} (saved, now); only "
@@ -429,7 +425,7 @@ class _Run:
     def __init__(self, model, train_data, val_data, out_dir:Path, config:FitConfig, progress:dict):
         self.config, self.out_dir, self.p = config, out_dir, progress
         self.acc = _accelerator(config)
-        self.names, self.columns = list(_base(model).pathologies), target_columns(model, train_data)
+        self.names, self.columns = list(classifier_of(model).pathologies), target_columns(model, train_data)
         train_labels = target_labels(model, train_data)
         self.monitor_check(target_labels(model, val_data))
         dev = self.acc.device
@@ -461,7 +457,7 @@ class _Run:
             raise ValueError("staged unfreezing across several processes is not supported (DDP fixes the trainable set when "
                              "it wraps the model); train the stages as separate runs")
         stage = max((e for e in self.config.unfreeze if e <= epoch), default=None)
-        if stage is not None: set_trainable(_base(model), self.config.unfreeze[stage], freeze_bn=_base(model).frozen_bn)
+        if stage is not None: set_trainable(classifier_of(model), self.config.unfreeze[stage], freeze_bn=classifier_of(model).frozen_bn)
 
     def restore(self, tensors:dict, record:dict):
         "Continue from a `last` checkpoint: weights, optimiser, scheduler, scaler, then every RNG (last: nothing may draw after)."

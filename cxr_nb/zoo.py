@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import shutil
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .core import atomic_dir, data_root, format_table, now_iso, package_versions, read_json, write_json
+from .core import atomic_dir, data_root, format_table, now_iso, package_versions, read_json, short_hash, write_json
 from .curation import grouped_patient_split
 from .datasets import LabelMatcher, chexpert_dataset, nih_dataset, padchest_dataset
 from .labels import SYNTH_LARGE_FINDINGS
@@ -74,8 +73,7 @@ class Recipe:
     @property
     def key(self) -> str:
         "A hash of the recipe and of the versions of the simulator, the cache and this module."
-        what = json.dumps({**asdict(self), "zoo": ZOO_VERSION, "synth": SYNTH_VERSION, "cache": CACHE_VERSION}, sort_keys=True)
-        return hashlib.blake2b(what.encode(), digest_size=6).hexdigest()
+        return short_hash({**asdict(self), "zoo": ZOO_VERSION, "synth": SYNTH_VERSION, "cache": CACHE_VERSION}, digest_size=6)
     def seeds(self, site:str) -> dict:
         "The population seeds of `site`: training and held-out."
         return {"train": self.seed + SITE_OFFSETS[site], "held_out": self.seed + 100 + SITE_OFFSETS[site]}
@@ -91,13 +89,12 @@ def site_films(recipe:Recipe, # what to write
     "The SynthCXR films of `site` for one part of `recipe`, written once (reused if present) and read by the site's adapter."
     seed = recipe.seeds(site)[part]
     n = -(-recipe.images // len(recipe.sites)) if part == "train" else recipe.held_out
-    folder = Path(root)/f"{site}-seed{seed}-n{n}-{recipe.size}px-{_short_hash(recipe.priors)}"
+    folder = Path(root)/f"{site}-seed{seed}-n{n}-{recipe.size}px-{short_hash(recipe.priors)}"
     write_dataset(site, folder, n=n, seed=seed, size=recipe.size, priors=recipe.priors, progress=progress)
     data = _ADAPTERS[site](folder)
     data.csv = data.csv.assign(site=site, seed=seed, patientid=[f"{site}-{seed}-{p}" for p in data.csv.patientid])
     return data
 
-def _short_hash(obj) -> str: return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=4).hexdigest()
 
 def in_label_space(parts:list, # site datasets (`site_films`)
                    labels:list, # the label space, e.g. a model's pathologies

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from badinput import refused
-from cxr_nb.explain.cams import cam_maps, classifier_of, find_layers, label_index, overlay, predict_proba, vit_reshape
+from cxr_nb.explain.cams import cam_maps, find_layers, label_index, overlay, predict_proba, vit_reshape
+from cxr_nb.models import classifier_of
 from cxr_nb.explain.scores import (binarize, box_masks, energy_share, iou_scores, method_maps, miou, pointing_hits,
                                    tune_threshold)
 from cxr_nb.models import build_model

@@ -84,6 +84,8 @@ CASES = [
     pytest.param(lambda k: occlusion_drop(k["model"], k["images"], 0, np.stack([[CENTRE]] * 3)), ["(3, 1, 64, 64)", "2 images"],
                  id="per-image-masks-for-three-films"),
     pytest.param(lambda k: occlude(k["images"], np.stack([CENTRE] * 3)), ["3 masks for 2 images"], id="occlude-masks-count-differs"),
+    pytest.param(lambda k: occlude(k["images"], {"centre": CENTRE, "ring": ~CENTRE}), ["dict of 2 masks", "centre", "occlusion_drop"],
+                 id="occlude-given-several-named-masks"),
     # fillers
     pytest.param(lambda k: filler_images(k["images"], "noise"), ["'noise'", "zero", "a number"], id="unknown-filler"),
     pytest.param(lambda k: occlusion_drop(k["model"], k["images"], 0, CENTRE, filler="black"), ["'black'"], id="unknown-filler-in-drop"),

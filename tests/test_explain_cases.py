@@ -314,3 +314,10 @@ def test_a_case_end_to_end_with_the_stand_in():
     fig = case_panel(case)
     assert len(fig.axes) == 3 and f"{label}: {p:.2f}" in fig.axes[1 + PAIR.index(medium.right)].get_title(loc="left")
     plt.close(fig)
+
+
+def test_saved_server_urls_keep_no_credentials_or_query():
+    from cxr_nb.explain.cases import _without_credentials
+    assert _without_credentials("https://user:pw@llm.example:8443/v1?api-key=SECRET#x") == "https://llm.example:8443/v1"
+    assert _without_credentials("http://[::1]:8000/v1") == "http://[::1]:8000/v1"            # IPv6 host kept as written
+    assert _without_credentials(None) is None

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_nb.explain.perturb import (MASK_KINDS, cumulative_removal, deletion_curve, fast_inference, filler_images, insertion_curve,
+from cxr_nb.explain.perturb import (MASK_KINDS, PerturbationCurve, cumulative_removal, deletion_curve, fast_inference,
+                                    filler_images, insertion_curve,
                                     occlude, occlusion_drop, occlusion_map, occlusion_mask, occlusion_masks, pixel_ranks,
                                     random_maps, segment_heatmap, segment_table, slic_segments, superpixel_drops,
                                     superpixel_drops_reference)
@@ -85,7 +86,7 @@ def test_occlusion_drop_is_probability_minus_occluded_probability(model, films):
         drops = occlusion_drop(model, images, 0, masks, filler="mean", batch_size=4)
     n, m = len(images), len(masks)
     assert drops.shape == (n, m)
-    assert len(counter.sizes) == math.ceil(n / 4) + math.ceil(n * m / 4)                  # the unoccluded ones once
+    assert len(counter.sizes) == math.ceil(n * (1 + m) / 4)        # the unoccluded ones once, in the same stream as the rest
     for j, mask in enumerate(masks.values()):
         expected = probability(model, images) - probability(model, occlude(images, mask, "mean"))
         np.testing.assert_allclose(drops[:, j], expected, atol=1e-5)
@@ -139,7 +140,8 @@ def test_deletion_and_insertion_endpoints(model, films):
     np.testing.assert_allclose(deletion.probabilities[:, -1], probability(model, filler_images(images, "zero")), atol=1e-5)
     np.testing.assert_allclose(insertion.probabilities[:, 0], probability(model, filler_images(images, "blur")), atol=1e-5)
     np.testing.assert_allclose(insertion.probabilities[:, -1], probability(model, images), atol=1e-5)
-    np.testing.assert_allclose(deletion.auc, np.trapezoid(deletion.probabilities, deletion.fractions, axis=1))
+    flat_then_gone = PerturbationCurve("deletion", np.array([0, 0.5, 1]), np.array([[1.0, 1.0, 0.0], [0.8, 0.2, 0.2]]))
+    np.testing.assert_allclose(flat_then_gone.auc, [0.75, 0.35])                             # trapezoids, by hand
     # a curve depends on the map's ranking only: a monotone transform of the map gives the same curve
     same = deletion_curve(model, images, 0, maps ** 3 * 10 + 5, steps=4, filler="zero")
     np.testing.assert_allclose(same.probabilities, deletion.probabilities)
@@ -250,4 +252,16 @@ def test_fast_inference_runs_a_folded_copy_and_leaves_the_model_as_found(films):
     assert model.training and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == norms
     assert first_conv(model)[2].weight.is_contiguous()
     with fast_inference(model, fold_batchnorm=False) as runner:
-        assert runner is model and not model.training and first_conv(model)[2].weight.is_contiguous(memory_format=torch.channels_last)
+        assert runner is model and not model.training
+    assert model.training and first_conv(model)[2].weight.is_contiguous()
+
+
+def test_a_channels_last_model_stays_channels_last(films):
+    "The caller's memory layout is theirs: only the folded copy is switched (a 1-channel stem cannot tell layouts apart)."
+    _, images = films
+    model = build_model("tiny-xrv-densenet", weights="none").to(memory_format=torch.channels_last)
+    layout = {n: p.is_contiguous(memory_format=torch.channels_last) for n, p in model.named_parameters() if p.ndim == 4}
+    x = normalize(torch.rand(2, 1, SIZE, SIZE), model.input.norm)
+    occlusion_drop(model, x, 0, occlusion_mask((SIZE, SIZE), "centre", 0.5))
+    assert layout == {n: p.is_contiguous(memory_format=torch.channels_last) for n, p in model.named_parameters() if p.ndim == 4}
+    assert any(layout.values())

@@ -5,8 +5,6 @@
 # %% ../../nbs/12_explain_cams.ipynb #df4b8f47
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,18 +17,18 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from ..core import data_root
+from ..core import data_root, short_hash
 from ..datasets import LabelMatcher
 from ..labels import SYNTH_FINDINGS
-from ..models import CXRClassifier, build_model
+from ..models import CXRClassifier, build_model, classifier_of
 from ..preprocess import Preprocess, normalize, read_gray_uint8, stack_masks
 from ..synth import ANATOMY_MASKS, Shortcut, load_masks, read_truth, write_dataset
 from ..zoo import Recipe, Zoo, check_unseen
 
 # %% auto #0
 __all__ = ['DEMO_RECIPE', 'DEMO_ZOO', 'MASK_NAMES', 'CAM_METHODS', 'GRADIENT_FREE', 'demo_standin', 'ExplainSet', 'explain_films',
-           'classifier_of', 'label_index', 'check_images', 'predict_proba', 'find_layers', 'vit_reshape', 'cam_maps',
-           'overlay', 'show_maps', 'layer_panel']
+           'label_index', 'check_images', 'predict_proba', 'find_layers', 'vit_reshape', 'cam_maps', 'overlay',
+           'show_maps', 'layer_panel']
 
 # %% ../../nbs/12_explain_cams.ipynb #e0a4f3d2
 DEMO_RECIPE = Recipe("densenet121-res224-nih", images=600, held_out=120, size=128, epochs=3, eval_sites=("nih",))
@@ -100,8 +98,8 @@ def explain_films(model, # the model to explain (its input size and normalisatio
     film_size = int(film_size or base.input.size[0])
     priors = dict(DEMO_RECIPE.priors if priors is None else priors)
     if isinstance(shortcut, dict): shortcut = Shortcut(**shortcut)
-    choice = hashlib.blake2b(json.dumps([priors, asdict(shortcut) if shortcut else None], sort_keys=True).encode(), digest_size=4)
-    root = Path(root or data_root()/"synth"/f"explain-{site}-seed{seed}-n{n}-{film_size}px-{choice.hexdigest()}")
+    choice = short_hash([priors, asdict(shortcut) if shortcut else None])
+    root = Path(root or data_root()/"synth"/f"explain-{site}-seed{seed}-n{n}-{film_size}px-{choice}")
     write_dataset(site, root, n=n, seed=seed, size=film_size, priors=priors, shortcut=shortcut, lateral_p=0.0, progress=False)
     check_unseen(base, root)
     truth = read_truth(root)
@@ -111,14 +109,6 @@ def explain_films(model, # the model to explain (its input size and normalisatio
     return ExplainSet(images, gray, truth, masks, root)
 
 # %% ../../nbs/12_explain_cams.ipynb #adf7b9b3
-def classifier_of(model) -> CXRClassifier:
-    "The `CXRClassifier` inside `model` (itself, or the base model of a peft wrapper); a clear error for anything else."
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not isinstance(base, CXRClassifier):
-        raise TypeError(f"explanations take a CXRClassifier (or a peft model around one), got {type(base).__name__}; "
-                        "build it with cxr_nb.models.build_model")
-    return base
-
 def label_index(model, label:int|str) -> int:
     "Output index of `label` (an index, or a name in the model's `pathologies`)."
     names = classifier_of(model).pathologies

@@ -23,7 +23,8 @@ from matplotlib.patches import Rectangle
 from skimage import measure
 
 from ..core import atomic_write_bytes, atomic_write_text, writable_dir, write_json
-from .cams import ExplainSet, cam_maps, classifier_of, label_index, overlay, predict_proba
+from .cams import ExplainSet, cam_maps, label_index, overlay, predict_proba
+from ..models import classifier_of
 from .scores import energy_share
 
 # %% auto #0
@@ -130,6 +131,8 @@ def check_mask(mask, name:str) -> np.ndarray:
 
 def lung_zones(lung_r, lung_l) -> dict[str, np.ndarray]:
     "Six zones, '<right|left> <upper|middle|lower>' (the patient's side), from the lungs' masks: thirds of each lung's height."
+    if np.shape(lung_r) != np.shape(lung_l):
+        raise ValueError(f"lung_r's shape {np.shape(lung_r)} differs from lung_l's {np.shape(lung_l)}")
     zones = {}
     for side, lung in (("right", check_mask(lung_r, "lung_r")), ("left", check_mask(lung_l, "lung_l"))):
         rows = np.flatnonzero(lung.any(axis=1))
@@ -138,8 +141,6 @@ def lung_zones(lung_r, lung_l) -> dict[str, np.ndarray]:
         row = np.arange(lung.shape[0])[:, None]
         for third, top, bottom in zip(LUNG_THIRDS, edges[:-1], edges[1:]):
             zones[f"{side} {third}"] = lung & (row >= top) & (row < bottom)
-    if np.shape(lung_r) != np.shape(lung_l):
-        raise ValueError(f"lung_r's shape {np.shape(lung_r)} differs from lung_l's {np.shape(lung_l)}")
     return zones
 
 def image_zones(shape:tuple) -> dict[str, np.ndarray]:
@@ -342,6 +343,7 @@ class Case:
             setattr(self, name, mask)
         if self.category not in CATEGORIES.values(): raise ValueError(f"Case.category must be one of {list(CATEGORIES.values())}, got {self.category!r}")
         if self.verdict not in VERDICTS: raise ValueError(f"Case.verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.rule not in CASE_RULES: raise ValueError(f"Case.rule must be one of {CASE_RULES}, got {self.rule!r}")
 
 # %% ../../nbs/15_explain_cases.ipynb #292840d0
 def case_target(row:pd.Series) -> str:
@@ -494,10 +496,10 @@ def llm_key(key_env:str=LLM_KEY_ENV) -> str:
     return key
 
 def _without_credentials(url:str|None) -> str|None:
-    "A server URL as it may be saved: any user:password@ removed."
+    "A server URL as it may be saved: scheme, host, port and path; credentials and query left out."
     if not url: return url
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) if parts.hostname else url
+    parts = urlsplit(url)       # user:password@ and the query (e.g. ?api-key=...) may hold secrets: neither is kept
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 def _case_folder(folder, llm:bool) -> Path|None:
     if folder is None:

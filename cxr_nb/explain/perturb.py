@@ -16,8 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .cams import check_images, classifier_of, label_index, overlay
-from ..models import first_conv
+from .cams import check_images, label_index, overlay
 
 # %% auto #0
 __all__ = ['FILLERS', 'BLUR_SIGMA', 'MASK_KINDS', 'SLIC_PARAMS', 'LAB_LIGHTNESS_RANGE', 'CURVE_STEPS', 'RANDOM_MAP_CELLS',
@@ -67,16 +66,13 @@ def fast_inference(model, # the caller's model (left as found)
                    fold_batchnorm:bool=True, # run a copy with batch norms folded into the convolutions before them
                   ):
     "Yields the module to run: eval mode, batch norms folded, channels_last, under inference mode."
-    stem = first_conv(classifier_of(model))[2].weight
-    layout = torch.channels_last if stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous() \
-        else torch.contiguous_format
     was_training = model.training
     model.eval()
     runner = folded_batchnorm(model) if fold_batchnorm else model
     try:
-        runner.to(memory_format=torch.channels_last)
+        if runner is not model: runner.to(memory_format=torch.channels_last)   # the copy only: the caller's layout is theirs
         with torch.inference_mode(): yield runner
-    finally: model.to(memory_format=layout).train(was_training)
+    finally: model.train(was_training)
 
 def target_probability(runner, index:int) -> Callable[[torch.Tensor], torch.Tensor]:
     "A function of an image batch giving the sigmoid probability of output `index` (inputs moved to the module's device, channels_last)."
@@ -158,6 +154,9 @@ def occlude(images:torch.Tensor, # N x C x H x W, normalised for the model
             filler:str|float="zero", # see `filler_images`
            ) -> torch.Tensor:
     "The images with their masked pixels replaced by the filler."
+    if isinstance(masks, dict):
+        raise ValueError(f"occlude takes one H x W mask (or one per image), got a dict of {len(masks)} masks "
+                         f"({', '.join(map(str, list(masks)[:4]))}...): occlude with each, or use occlusion_drop for all of them")
     per_image = np.ndim(masks) == 3
     m = mask_stack(masks, images.shape[-2:])
     if per_image and len(m) != len(images): raise ValueError(f"{len(m)} masks for {len(images)} images: give one per image, or one H x W")
@@ -181,12 +180,14 @@ def occlusion_drop(model, # a CXRClassifier or a peft model around one
     stack = mask_stack(np.reshape(masks, (-1, *shape)) if per_image else masks, shape).to(device)
     images = images.to(device)
     fill, m = filler_images(images, filler), np.shape(masks)[1] if per_image else len(stack)
-    base = _target_probabilities(model, index, lambda a, b: images[a:b], n, batch_size)
-    def occluded(start, stop):
-        pairs = torch.arange(start, stop, device=device)
-        i, j = pairs // m, pairs % m
-        return torch.where(stack[pairs if per_image else j][:, None], fill[i], images[i])
-    return base[:, None] - _target_probabilities(model, index, occluded, n * m, batch_size, "occlusion", progress).reshape(n, m)
+    def stream(start, stop):      # items 0..n-1: the images as they are; then each (image, mask) pair occluded
+        item = torch.arange(start, stop, device=device)
+        plain, pairs = item < n, (item - n).clamp(min=0)
+        i = torch.where(plain, item, pairs // m)
+        occluded = torch.where(stack[pairs if per_image else pairs % m][:, None], fill[i], images[i])
+        return torch.where(plain[:, None, None, None], images[i], occluded)
+    probs = _target_probabilities(model, index, stream, n + n * m, batch_size, "occlusion", progress)   # one model copy
+    return probs[:n, None] - probs[n:].reshape(n, m)
 
 # %% ../../nbs/13_explain_perturb.ipynb #a24ceccb
 def occlusion_map(model, # a CXRClassifier or a peft model around one

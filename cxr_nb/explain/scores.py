@@ -14,7 +14,8 @@ from scipy import stats
 from skimage.filters import threshold_otsu
 from torch import nn
 
-from .cams import cam_maps, classifier_of, find_layers
+from .cams import cam_maps, find_layers
+from ..models import classifier_of
 from .perturb import CURVE_STEPS, deletion_curve, insertion_curve, occlusion_map, random_maps
 
 # %% auto #0
