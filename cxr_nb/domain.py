@@ -16,11 +16,26 @@ import pandas as pd
 from scipy import stats as _st
 from tqdm.auto import tqdm
 
+from functools import partial
+from itertools import combinations
+from pathlib import Path
+from scipy.stats import bootstrap
+
+from .core import short_hash
+from .datasets import chexpert_dataset, nih_dataset, padchest_dataset, pneumonia_dataset
 from .preprocess import read_gray_float, to_unit_gray
+from .synth import synth_root, write_dataset
 
 # %% auto #0
-__all__ = ['AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'CONSTANT_STD', 'sample_paths', 'PixelStats', 'pixel_stats',
-           'stats_table', 'domain_gap', 'plot_domain_gap']
+__all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'CONSTANT_STD',
+           'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'LAYOUT_ADAPTERS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS',
+           'sample_paths', 'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci',
+           'gap_table', 'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
+           'check_source', 'open_sources']
+
+# %% ../nbs/06_domain.ipynb #bddf0e3b
+REFERENCE_STATS = {"NIH": (0.518, 0.254), "PadChest": (0.500, 0.264)}   # the PadChest study's (mean, std): 500 frontal films each, 224 px
+REFERENCE_GAP = {"mean_shift": 0.018, "std_ratio": 0.961}                # its NIH vs PadChest gap (std ratio: NIH / PadChest)
 
 # %% ../nbs/06_domain.ipynb #e39b1ed9
 def sample_paths(paths:Sequence, # image paths (str or Path), in any order
@@ -56,6 +71,7 @@ class PixelStats:
     hist: np.ndarray = field(repr=False) # pixel counts per grey level, 256 bins
     image_means: np.ndarray = field(repr=False) # one per image, in input order
     image_stds: np.ndarray = field(repr=False)
+    image_pixels: np.ndarray = field(repr=False) # pixels of each image (all equal when resized to one size)
     sources: list = field(repr=False, default_factory=list) # path of each image ("array[i]" for arrays)
     examples: list = field(repr=False, default_factory=list) # the first few images, float32 in [0, 1]
     size: int|None = 224
@@ -106,7 +122,7 @@ def pixel_stats(items:Sequence, # image paths, or 2-D arrays (uint8, uint16, or 
     N = ns.sum(); mean = float((ns * ms).sum() / N)
     var = float((ns * (vs + (ms - mean) ** 2)).sum() / N)   # exact pooling of per-image moments
     return PixelStats(name=name, n_images=len(items), n_pixels=int(N), mean=mean, std=var ** 0.5,
-                      frac_zero=n0 / N, frac_one=n1 / N, hist=hist, image_means=ms, image_stds=np.sqrt(vs),
+                      frac_zero=n0 / N, frac_one=n1 / N, hist=hist, image_means=ms, image_stds=np.sqrt(vs), image_pixels=ns.astype(np.int64),
                       sources=[f"array[{i}]" if isinstance(it, np.ndarray) else str(it) for i, it in enumerate(items)],
                       examples=ex, size=size)
 
@@ -174,3 +190,170 @@ def plot_domain_gap(stats:Sequence[PixelStats], # the datasets to compare, e.g. 
     fig.suptitle(f"Pixel distributions, {' vs '.join(s.name for s in stats)} ({', '.join(str(s.n_images) for s in stats)} images, "
                  f"{stats[0].size or 'native'} px)", fontsize=11)
     return fig
+
+# %% ../nbs/06_domain.ipynb #f9a1c89a
+def _pooled(stats:PixelStats, idx:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Pooled mean and std of the images at `idx` (any leading batch axes), from their per-image moments."
+    n, m, sd = stats.image_pixels[idx], stats.image_means[idx], stats.image_stds[idx]
+    total = n.sum(-1)
+    mean = (n * m).sum(-1) / total
+    var = (n * (sd ** 2 + m ** 2)).sum(-1) / total - mean ** 2
+    return mean, np.sqrt(np.maximum(var, 0))
+
+def gap_ci(a:PixelStats, b:PixelStats, # the two datasets (std ratio: a / b)
+           ci:float=0.95, n_resamples:int=2000, seed:int=0,
+          ) -> dict:
+    "Bootstrap CIs (images resampled within each dataset, BCa) of the mean difference a - b and of the std ratio a / b."
+    for s in (a, b):
+        if s.n_images < 2: raise ValueError(f"{s.name or 'a dataset'} has {s.n_images} image(s); a bootstrap needs at least 2 per dataset")
+    statistics = {"mean_diff": lambda ia, ib, axis=-1: _pooled(a, ia)[0] - _pooled(b, ib)[0],
+                  "std_ratio": lambda ia, ib, axis=-1: _pooled(a, ia)[1] / _pooled(b, ib)[1]}
+    out = {"n_a": a.n_images, "n_b": b.n_images, "ci": ci, "resamples": n_resamples}
+    for name, statistic in statistics.items():
+        point = float(statistic(np.arange(a.n_images), np.arange(b.n_images)))
+        res = bootstrap((np.arange(a.n_images), np.arange(b.n_images)), statistic, vectorized=True, confidence_level=ci,
+                        n_resamples=n_resamples, random_state=np.random.default_rng(seed))
+        out |= {name: point, f"{name}_lo": float(res.confidence_interval.low), f"{name}_hi": float(res.confidence_interval.high)}
+    return out
+
+# %% ../nbs/06_domain.ipynb #cebccc2e
+def gap_table(stats:Sequence[PixelStats], # two or more datasets, with distinct names
+              ci:float=0.95, n_resamples:int=2000, seed:int=0,
+             ) -> pd.DataFrame:
+    "`domain_gap` and `gap_ci` of every pair of datasets (a before b in the order given), one row per pair."
+    stats = list(stats)
+    names = [s.name for s in stats]
+    if len(stats) < 2: raise ValueError(f"gap_table needs at least two datasets, got {len(stats)} ({names})")
+    if len(set(names)) < len(names) or not all(names):
+        raise ValueError(f"gap_table needs a distinct, non-empty name per dataset, got {names}: name them in pixel_stats(..., name)")
+    rows = []
+    for a, b in combinations(stats, 2):
+        gap, cis = domain_gap(a, b), gap_ci(a, b, ci, n_resamples, seed)
+        rows.append({**gap, **{k: v for k, v in cis.items() if k not in gap}})
+    return pd.DataFrame(rows).set_index(["a", "b"])
+
+# %% ../nbs/06_domain.ipynb #86f3e621
+REFERENCE_SOURCE = "PadChest study: 500 real frontal films each, 224 px"   # the column header of the reference numbers
+
+def reference_table(stats:Sequence[PixelStats], # the run's datasets
+                    pair:Sequence[str], # the names of the two in NIH's and PadChest's places
+                   ) -> pd.DataFrame:
+    "The source study's NIH / PadChest mean, std, shift and ratio beside this run's pair."
+    by_name = {s.name: s for s in stats}
+    if len(pair) != 2 or any(n not in by_name for n in pair):
+        raise ValueError(f"the reference pair must name two of the datasets {list(by_name)}, got {list(pair)}")
+    a, b = by_name[pair[0]], by_name[pair[1]]
+    (ref_a, ref_sd_a), (ref_b, ref_sd_b) = REFERENCE_STATS["NIH"], REFERENCE_STATS["PadChest"]
+    rows = {"NIH mean": (ref_a, a.mean), "NIH std": (ref_sd_a, a.std), "PadChest mean": (ref_b, b.mean),
+            "PadChest std": (ref_sd_b, b.std), "mean shift": (REFERENCE_GAP["mean_shift"], abs(a.mean - b.mean)),
+            "std ratio (NIH / PadChest)": (REFERENCE_GAP["std_ratio"], a.std / b.std)}
+    ours = f"this run: {a.name} / {b.name}, {a.n_images} / {b.n_images} films, {a.size or 'native'} px"
+    return pd.DataFrame(rows, index=[REFERENCE_SOURCE, ours]).T
+
+# %% ../nbs/06_domain.ipynb #e6491c88
+def plot_image_means(stats:Sequence[PixelStats], # the datasets to compare
+                     seed:int=0, # horizontal jitter of the dots
+                    ) -> plt.Figure:
+    "Per-image means and stds of each dataset: one dot per film over a box of the quartiles, n in the labels."
+    stats = list(stats)
+    if not stats: raise ValueError("plot_image_means needs at least one PixelStats")
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, 2, figsize=(2.2 + 1.6 * len(stats), 3.6), layout="constrained")
+    labels = [f"{s.name}\n(n = {s.n_images})" for s in stats]
+    for ax, attr, title in zip(axes, ("image_means", "image_stds"), ("per-image mean", "per-image std")):
+        values = [getattr(s, attr) for s in stats]
+        ax.boxplot(values, positions=range(len(stats)), widths=0.5, showfliers=False, medianprops={"color": "k"})
+        for k, v in enumerate(values):
+            ax.plot(k + rng.uniform(-0.18, 0.18, len(v)), v, ".", alpha=0.5, ms=4)
+        ax.set_xticks(range(len(stats)), labels, fontsize=8); ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("grey level, [0, 1] scale")
+    return fig
+
+# %% ../nbs/06_domain.ipynb #c8e0b0d9
+SPIKE_COLOURS = {"at 0": (0.1, 0.3, 1.0), "at 1": (1.0, 0.15, 0.1)}   # overlay colours of the two spikes
+
+def spike_overlay(film:np.ndarray, # H x W float in [0, 1] (e.g. a PixelStats example)
+                 ) -> np.ndarray:
+    "The film in grey with its pixels at 0 and at 1 coloured (H x W x 3 in [0, 1])."
+    film = to_unit_gray(np.asarray(film), None, name="film")
+    rgb = np.repeat(film[..., None], 3, axis=-1)
+    rgb[film <= AT_ZERO] = SPIKE_COLOURS["at 0"]
+    rgb[film >= AT_ONE] = SPIKE_COLOURS["at 1"]
+    return rgb
+
+def plot_spikes(stats:Sequence[PixelStats], n_show:int=2) -> plt.Figure:
+    "Each dataset's example films with their pixels at 0 (blue) and at 1 (red), titled with the shares."
+    stats = [s for s in stats if s.examples]
+    if not stats: raise ValueError("plot_spikes needs datasets with example films (pixel_stats(..., keep=k > 0))")
+    n_show = max(1, min(n_show, max(len(s.examples) for s in stats)))
+    fig, axes = plt.subplots(len(stats), n_show, figsize=(2.3 * n_show, 2.5 * len(stats)), squeeze=False, layout="constrained")
+    for row, s in zip(axes, stats):
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            if j >= len(s.examples): continue
+            film = s.examples[j]
+            ax.imshow(spike_overlay(film))
+            ax.set_title(f"{s.name}: at 0 {np.mean(film <= AT_ZERO):.1%}, at 1 {np.mean(film >= AT_ONE):.1%}", fontsize=8)
+    return fig
+
+# %% ../nbs/06_domain.ipynb #3ff1b11d
+LAYOUT_ADAPTERS = {"nih": nih_dataset, "padchest": padchest_dataset, "chexpert": partial(chexpert_dataset, split="all"),
+                   "pneumonia": pneumonia_dataset}   # a dataset layout -> the adapter that reads its frontal films
+FOLDER_LAYOUT = "folder"   # a plain folder of films: every image file under it
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")   # what a plain folder's images end with (any case)
+
+def layout_films(root:str|Path, # a dataset folder
+                 layout:str, # one of LAYOUT_ADAPTERS, or FOLDER_LAYOUT
+                ) -> list[Path]:
+    "The frontal films of a dataset folder, read through its layout's adapter (FOLDER_LAYOUT: every image under it), sorted."
+    root = Path(root).expanduser()
+    if layout not in (*LAYOUT_ADAPTERS, FOLDER_LAYOUT):
+        raise ValueError(f"unknown layout {layout!r} for {root}; choose one of {[*LAYOUT_ADAPTERS, FOLDER_LAYOUT]}")
+    if not root.is_dir(): raise FileNotFoundError(f"no dataset folder {root} (layout {layout!r}): check the path")
+    if layout == FOLDER_LAYOUT:
+        films = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    else:
+        data = LAYOUT_ADAPTERS[layout](root)
+        films = sorted(Path(data.root)/p for p in data.csv["path"])
+    if not films: raise ValueError(f"{root} holds no {layout} films (layout {layout!r}; images end with {IMAGE_SUFFIXES})")
+    return films
+
+# %% ../nbs/06_domain.ipynb #46fbb068
+SOURCE_KEYS = ("layout", "root")   # what a study's source names: its layout and, for real data, its folder
+
+@dataclass
+class Source:
+    "One dataset a study compares: its name, layout, folder, whether SynthCXR simulated it, and its frontal films."
+    name: str
+    layout: str
+    folder: Path
+    simulated: bool
+    films: list = field(repr=False)
+
+def check_source(name:str, spec) -> dict:
+    "A source's spec, refused when it is not {layout: one of LAYOUT_ADAPTERS or FOLDER_LAYOUT, root: optional folder}."
+    if not isinstance(spec, dict) or "layout" not in spec or set(spec) - set(SOURCE_KEYS):
+        raise ValueError(f"source {name!r}: {spec!r} must be a mapping {{layout: ..., root: ...}} (keys {SOURCE_KEYS}; "
+                         "no root: SynthCXR simulates the layout's site)")
+    layouts = [*LAYOUT_ADAPTERS, FOLDER_LAYOUT] if spec.get("root") else list(LAYOUT_ADAPTERS)
+    if spec["layout"] not in layouts:
+        raise ValueError(f"source {name!r}: layout {spec['layout']!r} is not one of {layouts}" + ("" if spec.get("root") else
+                         f" (a source without a root is simulated by SynthCXR; {FOLDER_LAYOUT!r} needs a root)"))
+    return spec
+
+def open_sources(sources:dict, # name -> {"layout": ..., "root": ...}
+                 synth_films:int=60, synth_size:int=256, synth_seed:int=2, # the SynthCXR films of sources without a root
+                 progress:bool=True) -> list[Source]:
+    "Check every source, simulate those without a root, and list each one's frontal films."
+    if not isinstance(sources, dict) or len(sources) < 2:
+        raise ValueError(f"sources must map at least two names to {{layout, root}}, got {sources!r}")
+    out = []
+    for name, spec in sources.items():
+        spec = check_source(name, spec)
+        folder, simulated = spec.get("root"), not spec.get("root")
+        if simulated:
+            synth = {"n": synth_films, "seed": synth_seed, "size": synth_size}
+            folder = synth_root(spec["layout"]) / f"domain-{short_hash({'layout': spec['layout'], **synth})}"
+            folder = write_dataset(spec["layout"], folder, progress=progress, **synth)
+        out.append(Source(name, spec["layout"], Path(folder), simulated, layout_films(folder, spec["layout"])))
+    return out

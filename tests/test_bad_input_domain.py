@@ -1,0 +1,51 @@
+"""Bad-input catalogue: what the domain-gap measures and the domain-gap study are handed. Each case is refused,
+naming the source, layout, folder or dataset and saying what to do (see `badinput.py`); "{tmp}" in a named string
+stands for the case's own temporary folder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from badinput import refused
+from cxr_nb.domain import gap_ci, gap_table, layout_films, open_sources, pixel_stats, reference_table, spike_overlay
+
+
+@pytest.fixture(scope="module")
+def stats():
+    rng = np.random.default_rng(0)
+    films = [rng.uniform(0, 1, (16, 16)).astype(np.float32) for _ in range(4)]
+    return {"a": pixel_stats(films[:2], "a", size=None, progress=False), "b": pixel_stats(films[2:], "b", size=None, progress=False),
+            "one": pixel_stats(films[:1], "one", size=None, progress=False)}
+
+
+CASES = {
+    "one source": (lambda t, s: open_sources({"NIH": {"layout": "nih"}}), ValueError, ["at least two", "NIH"]),
+    "sources not a mapping": (lambda t, s: open_sources(["nih", "padchest"]), ValueError, ["at least two", "['nih', 'padchest']"]),
+    "a source as a bare string": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": "padchest"}), ValueError,
+                                  ["source 'b'", "'padchest'", "layout"]),
+    "a misspelt key": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": {"layout": "nih", "rooot": "/x"}}), ValueError,
+                       ["source 'b'", "rooot", "('layout', 'root')"]),
+    "no layout": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": {"root": "/x"}}), ValueError, ["source 'b'", "layout"]),
+    "an unknown layout": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": {"layout": "mimic"}}), ValueError,
+                          ["source 'b'", "'mimic'", "chexpert"]),
+    "a plain folder with no root": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": {"layout": "folder"}}), ValueError,
+                                    ["source 'b'", "'folder' needs a root"]),
+    "a root that does not exist": (lambda t, s: open_sources({"a": {"layout": "nih", "root": str(t/"gone")}, "b": {"layout": "nih"}}),
+                                   FileNotFoundError, ["gone", "nih"]),
+    "a layout folder without its label file": (lambda t, s: layout_films(t, "padchest"), FileNotFoundError, ["{tmp}", "PadChest layout"]),
+    "a plain folder with no films": (lambda t, s: layout_films(t, "folder"), ValueError, ["{tmp}", "no folder films", ".png"]),
+    "an unknown layout to layout_films": (lambda t, s: layout_films(t, "NIH"), ValueError, ["'NIH'", "nih"]),
+    "one dataset to gap_table": (lambda t, s: gap_table([s["a"]]), ValueError, ["at least two", "['a']"]),
+    "two datasets of one name": (lambda t, s: gap_table([s["a"], s["a"]]), ValueError, ["distinct", "['a', 'a']"]),
+    "a one-image dataset to the bootstrap": (lambda t, s: gap_ci(s["a"], s["one"]), ValueError, ["one has 1 image(s)"]),
+    "a reference pair naming an unknown dataset": (lambda t, s: reference_table([s["a"], s["b"]], ["a", "NIH"]), ValueError,
+                                                   ["['a', 'b']", "['a', 'NIH']"]),
+    "a reference pair of three": (lambda t, s: reference_table([s["a"], s["b"]], ["a", "b", "a"]), ValueError, ["two"]),
+    "a film outside [0, 1]": (lambda t, s: spike_overlay(np.full((4, 4), 1.5)), ValueError, ["film", "[0, 1]"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_refused(case, tmp_path, stats):
+    call, exc, named = CASES[case]
+    refused(lambda: call(tmp_path, stats), exc, *(n.format(tmp=tmp_path) for n in named))

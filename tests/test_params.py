@@ -1,0 +1,43 @@
+"""Every params file in the repository passes the runner's parameter check, and the study conventions hold:
+each study notebook has its demo.yaml, and no full.yaml lets a model fall back to stand-in weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxr_nb.runner import check_parameters, load_spec, study_name
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = sorted((ROOT/"params").glob("*/*.yaml"))
+STUDIES = sorted((ROOT/"nbs/studies").glob("[0-9][0-9]_*.ipynb"))
+FALLBACK_WEIGHTS = ("auto", "standin")   # what a full.yaml must never give a weights parameter: full runs use published weights
+
+
+def _weights_values(params, at=""):
+    "(name, value) of every parameter whose name mentions weights, at any depth of the mapping."
+    for key, value in params.items():
+        name = f"{at}{key}"
+        if isinstance(value, dict): yield from _weights_values(value, f"{name}.")
+        elif "weights" in str(key): yield name, value
+
+
+@pytest.mark.parametrize("params_file", PARAMS, ids=lambda p: str(p.relative_to(ROOT/"params")))
+def test_params_file_passes_the_runners_check(params_file):
+    spec = load_spec(params_file)
+    declared = check_parameters(spec)                     # names, types, secrets: raises ParameterError otherwise
+    assert spec.notebook.is_file() and set(spec.parameters) <= set(declared)
+    assert params_file.parent.name == study_name(spec.notebook), f"{params_file} runs {spec.notebook.name}"
+
+
+@pytest.mark.parametrize("params_file", [p for p in PARAMS if p.stem == "full"], ids=lambda p: p.parent.name)
+def test_full_params_never_fall_back_to_standins(params_file):
+    fallbacks = [(k, v) for k, v in _weights_values(load_spec(params_file).parameters) if v in FALLBACK_WEIGHTS]
+    assert not fallbacks, f"{params_file}: {fallbacks}: a full run uses the published weights ('published') or a path"
+
+
+@pytest.mark.parametrize("notebook", STUDIES, ids=lambda p: p.stem)
+def test_every_study_has_a_demo_params_file(notebook):
+    demo = ROOT/"params"/study_name(notebook)/"demo.yaml"
+    assert demo.is_file(), f"{notebook.name} has no {demo.relative_to(ROOT)}"
+    assert load_spec(demo).notebook.resolve() == notebook.resolve()
