@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PARAMS ?= $(wildcard params/*/demo.yaml)
+PARAMS ?= $(wildcard params/*/demo.yaml) $(wildcard params/*/shortcut.yaml)   # the demos, and the shortcut variant
 
 .PHONY: install demo test sync-check lint nbtest pytest export clean-outputs help
 
 help:
-	@echo "make demo   install, build the SynthCXR stand-in weights if missing, then run every params/*/demo.yaml (outputs/)"
+	@echo "make demo   install, build the SynthCXR stand-in weights if missing, then run every params/*/demo.yaml and shortcut.yaml (outputs/)"
 	@echo "make test   install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
 
 install: $(STAMP)

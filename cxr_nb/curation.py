@@ -23,10 +23,11 @@ from .labels import CHEXPERT_LABELS, SHIPPED_CSV, xrv_data_file
 # %% auto #0
 __all__ = ['PADCHEST_COLUMNS', 'SPLITS', 'PADCHEST_EXCLUDE', 'FRONTAL_PROJECTIONS', 'PADCHEST_PROJECTIONS',
            'CHEXPERT_FRONTAL_TRAIN_COUNTS', 'require_columns', 'load_padchest_csv', 'load_chexpert_csv',
-           'PatientLeakageError', 'patient_ids', 'assert_no_patient_overlap', 'split_summary', 'hash_modulus',
-           'hash_is_val', 'require_splits', 'hash_patient_split', 'grouped_patient_split', 'pneumonia_patient_id',
-           'parse_labels', 'label_lists', 'label_vocabulary', 'exclusion_groups', 'check_exclusions', 'RareFindings',
-           'select_rare_findings', 'plot_rare_findings', 'chexpert_label_table', 'compare_label_table']
+           'PatientLeakageError', 'patient_ids', 'assert_no_patient_overlap', 'patient_overlap', 'split_summary',
+           'hash_modulus', 'hash_is_val', 'require_splits', 'hash_patient_split', 'grouped_patient_split',
+           'pneumonia_patient_id', 'parse_labels', 'label_lists', 'label_vocabulary', 'exclusion_groups',
+           'check_exclusions', 'RareFindings', 'select_rare_findings', 'plot_rare_findings', 'chexpert_label_table',
+           'compare_label_table']
 
 # %% ../nbs/04_curation.ipynb #90ed22e3
 def require_columns(df:pd.DataFrame, # table to check
@@ -105,6 +106,25 @@ def assert_no_patient_overlap(splits, # DataFrame with a split column, or {split
         raise PatientLeakageError("patient leakage: " + "; ".join(
             f"{len(c)} patient(s) in both {a} and {b}, e.g. {c[:show]}" for a, b, c in leaks))
     return {k: len(v) for k, v in groups.items()}
+
+# %% ../nbs/04_curation.ipynb #f21ac11f
+def patient_overlap(df:pd.DataFrame, # one row per image, with a split column
+                    patient_col:str="patientid", # patient column
+                    split_col:str="split", # split column
+                   ) -> pd.DataFrame:
+    "For each pair of splits: the patients found in both and their images on each side (zeros where the split is clean)."
+    require_columns(df, [split_col])
+    ids = patient_ids(df, patient_col)
+    names = list(pd.unique(df[split_col].dropna()))
+    order = [s for s in SPLITS if s in names] + sorted((s for s in names if s not in SPLITS), key=str)
+    if len(order) < 2: raise ValueError(f"{split_col!r} holds {len(order)} split(s) {order}: overlap needs at least two")
+    groups = {s: ids[(df[split_col] == s).to_numpy()] for s in order}
+    rows = []
+    for a, b in itertools.combinations(order, 2):
+        shared = set(groups[a]) & set(groups[b])
+        rows.append({"splits": f"{a} & {b}", "patients": len(shared), "images in first": int(groups[a].isin(shared).sum()),
+                     "images in second": int(groups[b].isin(shared).sum()), "e.g.": sorted(shared)[:3]})
+    return pd.DataFrame(rows).set_index("splits")
 
 # %% ../nbs/04_curation.ipynb #0f2a5bc6
 def split_summary(df:pd.DataFrame, # table with a split column

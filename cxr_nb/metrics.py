@@ -16,7 +16,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 # %% auto #0
 __all__ = ['check_inputs', 'auroc_or_reason', 'threshold_counts', 'label_metrics', 'mean_auroc', 'youden_thresholds',
            'weighted_auroc', 'resample_weights', 'bootstrap_auroc', 'paired_bootstrap', 'delong_test',
-           'shuffled_label_auroc', 'calibration_table', 'plot_reliability', 'fit_temperature', 'report']
+           'shuffled_label_auroc', 'calibration_table', 'plot_reliability', 'fit_temperature', 'report',
+           'auroc_summary', 'paired_auroc_difference', 'threshold_comparison']
 
 # %% ../nbs/09_metrics.ipynb #391f2ccb
 def check_inputs(labels, # N x C (or N): 1, 0, NaN (unknown)
@@ -303,3 +304,69 @@ def report(labels, scores, # N x C labels (1 / 0 / NaN) and scores
     out = pd.concat([out.astype(object), mean_row])     # a printed table: the mean row has only its AUROC
     out.attrs.update(mean_auroc(table), ci=ci, resamples=int(mean.resamples), by="patient" if patients is not None else "image")
     return out
+
+# %% ../nbs/09_metrics.ipynb #be60f697
+def _finite_or_none(x) -> float|None:
+    "A float, or None for NaN / infinity (JSON has no NaN)."
+    return float(x) if x is not None and np.isfinite(x) else None
+
+def auroc_summary(labels, scores, # N x C labels (1 / 0 / NaN) and scores
+                  names:Sequence|None=None,
+                  patients=None, # N patient ids: CIs resample patients
+                  n_resamples:int=2000, ci:float=0.95, seed:int=0,
+                 ) -> dict:
+    "Mean AUROC [CI] with images, patients and labels scored, and per label AUROC [CI], n and positives; NaN as None (JSON-ready)."
+    y, s, names = check_inputs(labels, scores, names)
+    boot = bootstrap_auroc(y, s, names, patients, n_resamples, ci, seed)
+    notes = {nm: auroc_or_reason(y[:, j], s[:, j])[1] for j, nm in enumerate(names)}
+    per = {nm: {"auroc": _finite_or_none(boot.loc[nm, "auroc"]), "lo": _finite_or_none(boot.loc[nm, "lo"]),
+                "hi": _finite_or_none(boot.loc[nm, "hi"]), "n": int((~np.isnan(y[:, j])).sum()),
+                "positives": int(np.nansum(y[:, j])), **({"note": notes[nm]} if notes[nm] else {})}
+           for j, nm in enumerate(names)}
+    mean = boot.loc["mean"]
+    return {"mean_auroc": _finite_or_none(mean.auroc), "lo": _finite_or_none(mean.lo), "hi": _finite_or_none(mean.hi),
+            "ci": ci, "images": len(y), "patients": None if patients is None else int(pd.Series(np.asarray(patients)).nunique()),
+            "by": "patient" if patients is not None else "image", "resamples": int(mean.resamples),
+            "labels_scored": [nm for nm in names if not notes[nm]], "left_out": {nm: r for nm, r in notes.items() if r},
+            "per_label": per}
+
+def paired_auroc_difference(labels_a, scores_a, names_a:Sequence, # model a on N images: labels, scores, its label names
+                            labels_b, scores_b, names_b:Sequence, # model b on the same N images, in the same order
+                            patients=None, # N patient ids: resample patients
+                            n_resamples:int=2000, ci:float=0.95, seed:int=0,
+                           ) -> pd.DataFrame:
+    "AUROC(a) - AUROC(b) on the labels both score (by name), per label and their mean: paired bootstrap CI, p, and whether the CI excludes 0."
+    ya, sa, names_a = check_inputs(labels_a, scores_a, names_a)
+    yb, sb, names_b = check_inputs(labels_b, scores_b, names_b)
+    if len(ya) != len(yb):
+        raise ValueError(f"model a has {len(ya)} predictions and model b {len(yb)}: a paired comparison needs the same images, in the same order")
+    shared = [nm for nm in names_a if nm in names_b]
+    if not shared: raise ValueError(f"the two models share no label: a scores {list(names_a)}, b scores {list(names_b)}")
+    ia, ib = [names_a.index(nm) for nm in shared], [names_b.index(nm) for nm in shared]
+    y, other = ya[:, ia], yb[:, ib]
+    differ = ~((y == other) | (np.isnan(y) & np.isnan(other)))
+    if differ.any():
+        r, c = np.argwhere(differ)[0]
+        raise ValueError(f"the labels of {shared[c]!r} differ between the two predictions (row {r}: {y[r, c]:g} vs {other[r, c]:g}): "
+                         "they are not the same images in the same order")
+    out = paired_bootstrap(y, sa[:, ia], sb[:, ib], shared, patients, n_resamples, ci, seed)
+    out["excludes_0"] = (out["lo"] > 0) | (out["hi"] < 0)
+    out.attrs.update(labels=shared, ci=ci, by="patient" if patients is not None else "image")
+    return out
+
+def threshold_comparison(val_labels, val_scores, # validation labels and probabilities: where the per-label thresholds are chosen
+                         test_labels, test_scores, # test labels and probabilities: where both are applied
+                         names:Sequence|None=None,
+                         fixed:float=0.5, # the single threshold for every label
+                        ) -> pd.DataFrame:
+    "Per label on the test split: sensitivity, specificity and F1 at one fixed threshold and at its Youden threshold from validation; the mean last."
+    youden = youden_thresholds(val_labels, val_scores, names)
+    at_fixed = label_metrics(test_labels, test_scores, names, fixed)
+    at_youden = label_metrics(test_labels, test_scores, names, youden.fillna(fixed).to_numpy())
+    cols = {"recall": "sensitivity", "specificity": "specificity", "f1": "F1"}
+    out = pd.DataFrame({"n": at_fixed.n, "positives": at_fixed.positives, "threshold (fixed)": float(fixed),
+                        **{f"{v} (fixed)": at_fixed[k] for k, v in cols.items()}, "threshold (Youden)": youden.to_numpy(),
+                        **{f"{v} (Youden)": at_youden[k].where(youden.notna().to_numpy()) for k, v in cols.items()}})
+    both = youden.notna().to_numpy()              # the mean compares like with like: the labels Youden could choose for
+    out.loc[f"mean ({int(both.sum())} labels)"] = out[both].drop(columns=["n", "positives"]).mean()
+    return out.astype({"n": "Int64", "positives": "Int64"})

@@ -26,12 +26,13 @@ from .labels import NIH_LABELS
 from .preprocess import InputSpec, get_norm
 
 # %% auto #0
-__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'ModelSpec', 'register', 'model_spec',
-           'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights', 'CXRClassifier', 'build_model',
-           'classifier_of', 'weights_record', 'swap_head', 'first_conv', 'to_one_channel', 'trainable_report',
-           'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer', 'CLIPText', 'check_eos',
-           'clip_text', 'prompt_rows', 'zero_shot_head', 'extract_features', 'prototype_head', 'linear_probe',
-           'example_batch', 'export_onnx']
+__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'LORA_KEYS', 'ModelSpec', 'register',
+           'model_spec', 'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights', 'CXRClassifier',
+           'build_model', 'classifier_of', 'weights_record', 'swap_head', 'first_conv', 'to_one_channel',
+           'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer',
+           'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'shared_labels', 'check_lora',
+           'baseline_model', 'finetune_model', 'extract_features', 'prototype_head', 'linear_probe', 'example_batch',
+           'export_onnx']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -573,6 +574,74 @@ def _clip_head(model:CXRClassifier, labels:list|None):
     if model.backbone.text.tokenizer is not None: return zero_shot_head(model, model.pathologies if labels is None else labels)
     if labels is not None: swap_head(model, labels)
     model.weights.note += ("; " if model.weights.note else "") + "head random: no CLIP tokenizer on this machine to write it from prompts"
+
+# %% ../nbs/08_models.ipynb #437a21c7
+LORA_KEYS = ("r", "alpha", "dropout", "pattern")   # what a LoRA setting may hold: apply_lora's arguments
+
+def shared_labels(name:str, # a registered model
+                  labels:list, # the dataset's labels
+                 ) -> list[str]:
+    "The labels of `labels` that `name`'s published head also has (by name or synonym), in `labels`' order."
+    if not labels: raise ValueError("labels is empty: give the dataset's label names")
+    matcher = LabelMatcher(list(model_spec(name).pathologies), list(labels))
+    return [labels[j] for j in sorted(matcher.target_idx)]
+
+def check_lora(lora:dict|None) -> dict|None:
+    "A LoRA setting checked: None or {} (full fine-tuning), else a mapping of `LORA_KEYS` with a rank >= 1 and dropout in [0, 1)."
+    if lora is None or (isinstance(lora, dict) and not lora): return None
+    if not isinstance(lora, dict): raise ValueError(f"a LoRA setting is a mapping such as {{'r': 16, 'alpha': 32, 'dropout': 0.1}}, got {lora!r}")
+    unknown = [k for k in lora if k not in LORA_KEYS]
+    if unknown: raise ValueError(f"unknown LoRA setting(s) {unknown}; the keys are {list(LORA_KEYS)} (e.g. 'r', not 'rank')")
+    r, alpha, dropout = lora.get("r", 16), lora.get("alpha", 32), lora.get("dropout", 0.1)
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1: raise ValueError(f"LoRA rank r must be a whole number >= 1, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"LoRA alpha must be a number > 0, got {alpha!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
+    return dict(lora)
+
+def _prompt_head(model:CXRClassifier, labels:list, templates) -> None:
+    "A CLIP head for `labels` from prompts (random rows, said in the weights note, without a tokenizer)."
+    if model.backbone.text.tokenizer is not None: zero_shot_head(model, list(labels), templates)
+    else: swap_head(model, list(labels))       # _clip_head has already noted the missing tokenizer
+
+def baseline_model(name:str, # a registered model
+                   labels:list, # the dataset's labels
+                   weights:str|Path="published", # see `resolve_weights`
+                   templates=CLIP_TEMPLATES, # CLIP's prompt phrasings
+                   zoo=None,
+                  ) -> CXRClassifier:
+    "The model as published, read on `labels`: the rows of the labels it shares, copied (CLIP: zero-shot rows for every label; none shared: a new, untrained head)."
+    spec = model_spec(name)
+    if spec.family == "clip":
+        model = build_model(name, weights, zoo=zoo)
+        _prompt_head(model, labels, templates)
+        return model
+    shared = shared_labels(name, labels)
+    model = build_model(name, weights, labels=shared or list(labels), zoo=zoo)
+    if not shared: model.weights.note += ("; " if model.weights.note else "") + "no label shared with the dataset: a new, untrained head"
+    return model
+
+def finetune_model(name:str, # a registered model
+                   labels:list, # the labels to fine-tune on (e.g. all of the dataset's)
+                   weights:str|Path="published", # the starting weights (see `resolve_weights`)
+                   lora:dict|None=None, # a LoRA setting ({"r": 16, "alpha": 32, "dropout": 0.1}); None or {}: full fine-tuning
+                   templates=CLIP_TEMPLATES, # CLIP's prompt phrasings (its head is written from them)
+                   zoo=None,
+                  ):
+    "`name` ready to fine-tune on `labels`: head swapped keeping matched rows (CLIP: from prompts), then LoRA adapters or every weight trainable; with `finetune_report`."
+    lora = check_lora(lora)
+    spec = model_spec(name)
+    model = build_model(name, weights, labels=None if spec.family == "clip" else list(labels), zoo=zoo)
+    if spec.family == "clip": _prompt_head(model, labels, templates)      # before LoRA: its copy of the head is this one
+    head = model.head_report.init.value_counts().to_dict()
+    if lora:
+        model = apply_lora(model, **lora)
+        how = "LoRA r={r}, alpha={alpha}, dropout={dropout} on {layers} layers".format(**model.lora_report)
+    else: set_trainable(model, "full"); how = "full fine-tuning"
+    model.finetune_report = {"model": name, "weights_source": classifier_of(model).weights.source, "labels": len(labels),
+                             "head": head, "adaptation": how, **trainable_report(model)}
+    return model
 
 # %% ../nbs/08_models.ipynb #3bb821c6
 @torch.no_grad()

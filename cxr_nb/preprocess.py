@@ -35,11 +35,11 @@ from .core import atomic_dir, data_root, now_iso, read_json, seed_worker, seeded
 __all__ = ['RESIZE_MODES', 'PAD_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'NORMS', 'LUMA', 'MAX_PIXELS',
            'MAX_PIXELS_ENV', 'MIN_SIDE', 'DEPTH16_MODES', 'DIM16_BITS', 'CACHE_FORMAT', 'CACHE_VERSION', 'IMAGES_FILE',
            'MASKS_FILE', 'MANIFEST_FILE', 'cxr_phantom', 'crop_dark_frame', 'resize_cover_crop', 'fit_pad_box',
-           'resize_fit_pad', 'resize', 'NormSpec', 'get_norm', 'to_channels', 'normalize', 'denormalize',
+           'resize_fit_pad', 'resize', 'NormSpec', 'get_norm', 'to_channels', 'normalize', 'denormalize', 'grey_norm',
            'read_image_size', 'max_image_pixels', 'decode_gray', 'BitDepthWarning', 'read_gray_uint8', 'to_unit_gray',
-           'read_gray_float', 'Preprocess', 'InputSpec', 'PreprocessError', 'CacheCorruptError', 'CacheCorruptWarning',
-           'stack_masks', 'MaskSource', 'cache_key', 'ImageCache', 'build_cache', 'CacheDataset', 'train_augment',
-           'make_loader']
+           'read_gray_float', 'Preprocess', 'visible_box', 'shown_share', 'crop_table', 'preprocess_panel', 'InputSpec',
+           'PreprocessError', 'CacheCorruptError', 'CacheCorruptWarning', 'stack_masks', 'MaskSource', 'cache_key',
+           'ImageCache', 'build_cache', 'CacheDataset', 'train_augment', 'make_loader']
 
 # %% ../nbs/03_preprocess.ipynb #14a4b133
 def cxr_phantom(h:int=256, # height in pixels
@@ -244,6 +244,15 @@ def denormalize(x:torch.Tensor, # normalised image(s), (C, H, W) or (N, C, H, W)
     "Undo `normalize`: back to [0, 1] pixels (for display and overlays)."
     scale, shift = _affine(get_norm(norm), 1.0, x.dtype, x.device)
     return (x - shift) / scale
+
+# %% ../nbs/03_preprocess.ipynb #96146dda
+def grey_norm(norm:str|NormSpec, # a normalisation: a name in NORMS or a NormSpec
+             ) -> NormSpec:
+    "The 1-channel version of a normalisation: its means and stds averaged over the channels (a 1-channel one as it is)."
+    spec = get_norm(norm)
+    if spec.channels == 1: return spec
+    return NormSpec(1, (float(np.mean(spec.mean)),), (float(np.mean(spec.std)),),
+                    f"grey {spec.note or 'normalisation'}: mean and std averaged over its {spec.channels} channels")
 
 # %% ../nbs/03_preprocess.ipynb #677ed19d
 MAX_PIXELS = 100_000_000   # the largest image (width x height) decode_gray reads, unless raised (see above)
@@ -452,6 +461,74 @@ class Preprocess:
         m = np.stack([resize(np.ascontiguousarray(c, np.float32), self.size, self.resize, self.pad_mode, 0)
                       for c in masks[:, y0:y1, x0:x1]])      # one channel at a time: cv2.resize takes at most 4
         return out, m > 0.5
+
+# %% ../nbs/03_preprocess.ipynb #6b5554a1
+def visible_box(img:np.ndarray, # uint8 grey film, H x W
+                prep:Preprocess, # the preprocessing applied to it
+               ) -> tuple[int, int, int, int]:
+    "The part of the film (y0, y1, x0, x1) the preprocessed image shows: the crop box, narrowed to cover-crop's centre window."
+    y0, y1, x0, x1 = prep.crop_box(img)
+    if prep.resize == "fit_pad": return y0, y1, x0, x1
+    (th, tw), h, w = prep.size, y1 - y0, x1 - x0
+    s = max(th/h, tw/w)
+    top, left = (max(th, round(h*s)) - th)//2, (max(tw, round(w*s)) - tw)//2     # resize_cover_crop's cut, resized pixels
+    return (y0 + round(top/s), min(y1, y0 + round((top + th)/s)), x0 + round(left/s), min(x1, x0 + round((left + tw)/s)))
+
+def shown_share(img:np.ndarray, # uint8 grey film, H x W
+                masks:dict, # name -> H x W boolean mask of the same film
+                prep:Preprocess, # the preprocessing
+               ) -> dict:
+    "Per mask: the share of its pixels inside what the preprocessed image shows (`visible_box`); NaN for an empty mask."
+    y0, y1, x0, x1 = visible_box(img, prep)
+    out = {}
+    for name, m in masks.items():
+        if np.shape(m) != img.shape: raise ValueError(f"mask {name!r} has shape {np.shape(m)}, its film {img.shape}")
+        total = int(np.count_nonzero(m))
+        out[name] = np.count_nonzero(m[y0:y1, x0:x1]) / total if total else np.nan
+    return out
+
+def crop_table(paths:Sequence, # image files
+               prep:Preprocess=Preprocess(), # the crop's parameters (and the resize, for the share shown)
+               progress:bool=True, # progress bar
+              ) -> pd.DataFrame:
+    "Per film: size, dark-frame crop box, the share cut from each side and from the area, and the share the preprocessed image shows."
+    if not len(paths): raise ValueError("crop_table got no image paths")
+    rows = []
+    for p in tqdm(paths, desc="crop boxes", disable=not progress or len(paths) < 100, leave=False):
+        img = read_gray_uint8(p)
+        (h, w), (y0, y1, x0, x1) = img.shape, prep.crop_box(img)
+        v0, v1, u0, u1 = visible_box(img, prep)
+        rows.append({"path": str(p), "height": h, "width": w, "y0": y0, "y1": y1, "x0": x0, "x1": x1, "top": y0/h,
+                     "bottom": (h - y1)/h, "left": x0/w, "right": (w - x1)/w, "area_removed": 1 - (y1 - y0)*(x1 - x0)/(h*w),
+                     "area_shown": (v1 - v0)*(u1 - u0)/(h*w)})
+    return pd.DataFrame(rows)
+
+def preprocess_panel(paths:Sequence, # films, one row each
+                     prep:Preprocess=Preprocess(), # crop parameters and output size (both resize modes are drawn)
+                    ):
+    "Per film: the film with its crop box (cover-crop's window dashed), the cropped film, then the film cover-cropped and letterboxed."
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    fig, axes = plt.subplots(len(paths), 4, figsize=(11, 2.9*len(paths)), squeeze=False)
+    cover, letterbox = (Preprocess(**{**prep.params(), "resize": mode}) for mode in RESIZE_MODES)
+    for row, p in zip(axes, paths):
+        img = read_gray_uint8(p)
+        (y0, y1, x0, x1), (v0, v1, u0, u1) = prep.crop_box(img), visible_box(img, cover)
+        row[0].imshow(img, cmap="gray", vmin=0, vmax=255)
+        row[0].add_patch(Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, color="red", lw=1.5))
+        row[0].add_patch(Rectangle((u0 - .5, v0 - .5), u1 - u0, v1 - v0, fill=False, color="yellow", lw=1, ls="--"))
+        row[0].set_title(f"{Path(p).name}\ncrop box (red), cover-crop window (yellow)", fontsize=8)
+        row[1].imshow(img[y0:y1, x0:x1], cmap="gray", vmin=0, vmax=255)
+        row[1].set_title(f"cropped: {100*(1 - (y1 - y0)*(x1 - x0)/img.size):.1f}% of the area removed", fontsize=8)
+        row[2].imshow(cover(img), cmap="gray", vmin=0, vmax=255)
+        row[2].set_title(f"cover-crop {prep.size[0]} px: {100*(v1 - v0)*(u1 - u0)/img.size:.0f}% of the film shown", fontsize=8)
+        b0, b1, a0, a1 = fit_pad_box((y1 - y0, x1 - x0), prep.size)
+        row[3].imshow(letterbox(img), cmap="gray", vmin=0, vmax=255)
+        row[3].add_patch(Rectangle((a0 - .5, b0 - .5), a1 - a0, b1 - b0, fill=False, color="cyan", lw=1))
+        row[3].set_title(f"letterbox {prep.size[0]} px: film inside cyan, {letterbox.pad_mode} padding", fontsize=8)
+        for ax in row: ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/03_preprocess.ipynb #ba7f7889
 @dataclass(frozen=True)

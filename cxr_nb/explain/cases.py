@@ -23,9 +23,12 @@ from matplotlib.patches import Rectangle
 from skimage import measure
 
 from ..core import atomic_write_bytes, atomic_write_text, writable_dir, write_json
-from .cams import ExplainSet, cam_maps, label_index, overlay, predict_proba
+from .cams import MASK_NAMES, ExplainSet, cam_maps, label_index, overlay, predict_proba
 from ..models import classifier_of
-from .scores import energy_share
+from .scores import energy_share, mean_ci, method_maps, miou, pointing_hits
+from ..preprocess import InputSpec, normalize, read_gray_uint8, stack_masks
+from ..synth import load_masks, read_truth
+from ..zoo import check_unseen
 
 # %% auto #0
 __all__ = ['HEAT_THRESHOLD', 'MIN_BOX_FRACTION', 'MAP_TOLERANCE', 'BOX_COLUMNS', 'BOX_COLOUR', 'BOX_LINE_WIDTH', 'LUNG_THIRDS',
@@ -36,7 +39,8 @@ __all__ = ['HEAT_THRESHOLD', 'MIN_BOX_FRACTION', 'MAP_TOLERANCE', 'BOX_COLUMNS',
            'draw_heat_boxes', 'show_heat', 'check_mask', 'lung_zones', 'image_zones', 'heat_by_zone', 'top_k',
            'model_right', 'separation', 'check_truth', 'check_probabilities', 'case_verdict', 'select_cases',
            'pick_cases', 'label_probabilities', 'film_truth', 'CaseSide', 'Case', 'case_target', 'build_case',
-           'case_panel', 'heat_inside', 'numeric_report', 'llm_key', 'ask_llm', 'case_report']
+           'case_scores', 'case_panel', 'heat_inside', 'numeric_report', 'llm_key', 'ask_llm', 'case_report',
+           'dataset_films', 'localization_table']
 
 # %% ../../nbs/15_explain_cases.ipynb #2c40832c
 HEAT_THRESHOLD = 0.5   # map value (min-max scaled, in [0, 1]) at or above which a pixel is hot
@@ -352,41 +356,70 @@ def case_target(row:pd.Series) -> str:
     positives = sorted(row["truth"], key=lambda label: ranked.index(label) if label in ranked else len(ranked))
     return positives[0] if positives else ranked[0]
 
+def _finding_mask(films:ExplainSet, model, target:str, film:int) -> np.ndarray|None:
+    "The target's ground-truth mask on one film; None when the films have no masks, the label no SynthCXR finding, or the mask is empty."
+    if not films.masks: return None
+    try: mask = films.mask_for(model, target)[film]
+    except ValueError: return None                       # a label SynthCXR draws no mask for (e.g. Lung Opacity)
+    return mask if mask.any() else None
+
 def build_case(cases:pd.DataFrame, # select_cases' table
                film:int, # the film (its `film` value in the table, an index into `films`)
                films:ExplainSet, # the films the table was made from
                baseline, finetuned, # the pair of models
                names:tuple=PAIR, # how panels and reports name them
                method:str="gradcam", target:str|None=None, # the CAM method and the label explained (default: case_target)
+               layers:str|list|None=None, # the CAM's layer(s) (default: the spec's `cam_layers`)
               ) -> Case:
-    "A `Case` for one film of the table: both models' maps of the target, the lungs' masks and the target's mask from SynthCXR."
+    "A `Case` for one film of the table: both models' maps of the target, and the lungs' and target's masks where the films have them."
     found = cases.index[cases["film"] == film]
     if len(found) == 0: raise ValueError(f"film {film!r} is not in the case table (films {cases['film'].iloc[:8].tolist()}...)")
     row = cases.loc[found[0]]
     target = case_target(row) if target is None else target
     image = films.images[int(film):int(film) + 1]
-    maps = [cam_maps(model, image, target, method)[0] for model in (baseline, finetuned)]
-    finding = films.mask_for(finetuned, target)[int(film)] if target in row["truth"] else None
+    maps = [cam_maps(model, image, target, method, layers=layers)[0] for model in (baseline, finetuned)]
+    finding = _finding_mask(films, finetuned, target, int(film)) if target in row["truth"] else None
     sides = tuple(CaseSide(name, row[f"{key}_top"], heat, row["right"] in ("both", side), row[f"{key}_separation"])
                   for name, key, side, heat in zip(names, ("baseline", "finetuned"), PAIR, maps))
+    lung_r, lung_l = (films.masks[k][int(film)] if k in films.masks else None for k in ("_lung_r", "_lung_l"))
     return Case(film, films.gray[int(film)], list(row["truth"]), target, row["category"], row["verdict"], sides,
-                films.masks["_lung_r"][int(film)], films.masks["_lung_l"][int(film)], finding, method, row["rule"])
+                lung_r, lung_l, finding, method, row["rule"])
 
 # %% ../../nbs/15_explain_cases.ipynb #155e17eb
 PANEL_TOP = 5   # predictions written above each model's overlay (the study's top-5)
 TRUTH_COLOUR = "lime"   # the outline of the target's ground-truth mask on every panel
 
+def case_scores(case:Case) -> pd.DataFrame:
+    "Each side's map against the target's mask on this film: pointing game (1 hit, 0 miss), mIoU over the threshold sweep, share of the heat inside, and a uniform map's share; NaN without a mask or for an empty map."
+    rows = {}
+    for side in case.sides:
+        if case.finding is None or not side.heat.any():     # no mask, or an empty map (its "maximum" would be everywhere)
+            rows[side.name] = dict(pointing=np.nan, miou=np.nan, energy=np.nan, uniform=np.nan if case.finding is None
+                                   else float(case.finding.mean())); continue
+        heat, mask = side.heat[None], case.finding[None]
+        rows[side.name] = dict(pointing=float(pointing_hits(heat, mask)[0]), miou=float(miou(heat, mask)[0]),
+                               energy=float(energy_share(heat, mask)[0]), uniform=float(case.finding.mean()))
+    return pd.DataFrame(rows).T
+
+def _score_line(scores:pd.Series) -> str:
+    "A side's localization on the case, for its panel title."
+    if np.isnan(scores["energy"]): return "empty map: no localization"
+    hit = "hit" if scores["pointing"] == 1 else "miss" if scores["pointing"] == 0 else f"{scores['pointing']:.2f}"
+    return f"pointing {hit}, mIoU {scores['miou']:.2f}, heat in mask {scores['energy']:.0%} (uniform {scores['uniform']:.0%})"
+
 def case_panel(case:Case, threshold:float=HEAT_THRESHOLD, min_area:int|None=None):
-    "The film with its ground truth, and each model's overlay with its top-5 and heat boxes; returns the figure."
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 5.4), layout="constrained")
+    "The film with its ground truth, and each model's overlay with its top-5, heat boxes and (with the target's mask) its localization; returns the figure."
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 5.6), layout="constrained")
+    scores = case_scores(case)
     axes[0].imshow(case.gray, cmap="gray"); axes[0].set_axis_off()
     truth = "\n".join(textwrap.wrap(", ".join(case.truth) or "no finding of the label set", 36))
     outline = f"\n(outline: the {case.target} mask)" if case.finding is not None else ""
     axes[0].set_title(f"film {case.film}: {case.category} case, {case.verdict}\nground truth:\n{truth}{outline}", fontsize=8, loc="left")
-    for ax, side in zip(axes[1:], case.sides):
+    for i, (ax, side) in enumerate(zip(axes[1:], case.sides)):
         top = "\n".join(f"{label}: {p:.2f}" for label, p in side.top[:PANEL_TOP])
         empty = "" if side.heat.any() else " (empty map)"
         title = f"{side.name}: {'right' if side.right else 'wrong'}\n{top}\n{METHOD_NAMES.get(case.method, case.method)} of {case.target}{empty}"
+        if case.finding is not None: title += "\n" + _score_line(scores.iloc[i])
         show_heat(ax, case.gray, side.heat, threshold, min_area, title)
     if case.finding is not None:
         for ax in axes: ax.contour(case.finding, levels=[0.5], colors=TRUTH_COLOUR, linewidths=0.8)
@@ -566,3 +599,75 @@ def case_report(case:Case, threshold:float=HEAT_THRESHOLD, min_area:int|None=Non
     if not asked: return report
     return ask_llm(report, panel if send_panel else None, folder, key, model or os.environ.get(LLM_MODEL_ENV) or LLM_MODEL,
                    base_url or os.environ.get(LLM_BASE_URL_ENV) or None, timeout)
+
+# %% ../../nbs/15_explain_cases.ipynb #b00a2da9
+def dataset_films(model, # the model the films are read for: its input size, preprocessing and normalisation
+                  dataset, # a dataset with a `root` folder and layout-relative `csv.path` (e.g. a CXRDataset)
+                  rows=None, # which of its rows (indices or a boolean mask; default: all)
+                  spec:InputSpec|None=None, # the input the model is fed (default: its own, `model.input`)
+                 ) -> ExplainSet:
+    "A dataset's films through `model`'s preprocessing as an ExplainSet: with SynthCXR's ground truth and masks, or (a real folder) with none."
+    if not hasattr(dataset, "root") or getattr(dataset, "csv", None) is None or "path" not in dataset.csv:
+        raise ValueError(f"dataset_films reads a dataset with a `root` and a `csv` with a `path` column (e.g. chexpert_dataset(...)), "
+                         f"got a {type(dataset).__name__}")
+    root, csv = Path(dataset.root), dataset.csv
+    if rows is not None: csv = csv.iloc[np.nonzero(rows)[0] if np.asarray(rows).dtype == bool else np.asarray(rows, int)]
+    if not len(csv): raise ValueError("no film to read: `rows` selects none of the dataset's rows")
+    try: truth = read_truth(root).set_index("path").loc[list(csv.path)].reset_index()
+    except FileNotFoundError: truth = None                      # a real folder: no ground truth beyond its labels, no masks
+    else: check_unseen(classifier_of(model), root)             # a stand-in is not explained on films it trained on
+    spec = spec or classifier_of(model).input
+    prep, gray, channels = spec.preprocess, [], []
+    for path in csv.path:
+        img = read_gray_uint8(root/path)
+        if truth is None: gray.append(prep(img)); continue
+        film, masks = prep.with_masks(img, stack_masks(load_masks(root, path), MASK_NAMES, img.shape))
+        gray.append(film); channels.append(masks)
+    gray = np.stack(gray)
+    masks = {} if truth is None else {name: np.stack(channels)[:, j] for j, name in enumerate(MASK_NAMES)}
+    images = normalize(torch.from_numpy(gray)[:, None], spec.norm)
+    return ExplainSet(images, gray, csv.reset_index(drop=True) if truth is None else truth, masks, root)
+
+def _map_scores(model, films:ExplainSet, label:str, method:str, layers, ci:float, n_resamples:int, seed:int, batch_size:int) -> dict:
+    "One method's maps of `label` on the films with its mask: films, empty maps, and pointing / mIoU / energy share with intervals."
+    masks = films.mask_for(model, label)
+    positive = masks.any(axis=(1, 2))
+    heat = method_maps(model, films.images[positive], label, method, seed, batch_size, layers)
+    masks, empty = masks[positive], ~heat.any(axis=(1, 2))
+    scores = {"pointing": np.where(empty, np.nan, pointing_hits(heat, masks)),    # an empty map's "maximum" is everywhere: no hit
+              "miou": miou(heat, masks), "energy": energy_share(heat, masks)}     # both NaN for an empty map already
+    row = {"films": int(positive.sum()), "empty maps": int(empty.sum())}
+    for metric, values in scores.items():
+        row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(values, ci, n_resamples, seed)
+    return row
+
+def localization_table(models:dict, # name -> model (e.g. {"baseline": b, "fine-tuned": f}), all fed by `films`
+                       films:ExplainSet, # the films and their masks (`dataset_films`, `cams.explain_films`)
+                       labels:list, # labels every model has
+                       method:str="gradcam", # one of cams.CAM_METHODS
+                       layers:str|list|None=None, # the CAM's layer(s) (default: each model's spec)
+                       references=("random",), # model-free maps scored beside them ("random", "centre")
+                       min_films:int=2, # least films with the label's mask for it to be scored
+                       ci:float=0.95, n_resamples:int=1000, seed:int=0, batch_size:int=32,
+                      ) -> pd.DataFrame:
+    "Pointing game, mIoU and energy share [CI] of each model's maps of each label on the films with its mask (empty maps counted, not scored); skipped labels in attrs['skipped']."
+    if not models: raise ValueError("models is empty: give {name: model}, e.g. {'baseline': b, 'fine-tuned': f}")
+    if isinstance(min_films, bool) or not isinstance(min_films, (int, np.integer)) or min_films < 2:
+        raise ValueError(f"min_films must be a whole number >= 2 (an interval needs two films), got {min_films!r}")
+    first, rows, skipped = next(iter(models.values())), [], {}
+    for label in labels:
+        for name, model in models.items(): label_index(model, label)           # a label a model lacks: refused by name
+        if not films.masks: skipped[label] = "the films have no ground-truth masks (not a SynthCXR folder)"; continue
+        try: count = int(films.mask_for(first, label).any(axis=(1, 2)).sum())
+        except ValueError: skipped[label] = "SynthCXR draws no mask for it"; continue
+        if count < min_films: skipped[label] = f"{count} film(s) with its mask (fewer than {min_films})"; continue
+        for name, model in models.items():
+            rows.append({"label": label, "model": name, **_map_scores(model, films, label, method, layers, ci, n_resamples, seed,
+                                                                       batch_size)})
+        for ref in references:
+            rows.append({"label": label, "model": f"{ref} map", **_map_scores(first, films, label, ref, None, ci, n_resamples, seed,
+                                                                             batch_size)})
+    out = pd.DataFrame(rows, columns=["label", "model", "films", "empty maps", *(f"{m}{s}" for m in ("pointing", "miou", "energy")
+                                                                                 for s in ("", "_lo", "_hi"))]).set_index(["label", "model"])
+    out.attrs.update(skipped=skipped, method=method, layers=layers)
+    return out

@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 from .cams import check_images, label_index, overlay
 
 # %% auto #0
-__all__ = ['FILLERS', 'BLUR_SIGMA', 'MASK_KINDS', 'SLIC_PARAMS', 'LAB_LIGHTNESS_RANGE', 'CURVE_STEPS', 'RANDOM_MAP_CELLS',
-           'filler_images', 'folded_batchnorm', 'fast_inference', 'target_probability', 'square_side', 'occlusion_mask',
-           'occlusion_masks', 'mask_stack', 'occlude', 'occlusion_drop', 'occlusion_map', 'slic_segments',
-           'check_segments', 'superpixel_drops', 'superpixel_drops_reference', 'segment_table', 'segment_heatmap',
-           'cumulative_removal', 'superpixel_panel', 'PerturbationCurve', 'check_maps', 'pixel_ranks', 'random_maps',
-           'deletion_curve', 'insertion_curve', 'plot_curves']
+__all__ = ['FILLERS', 'BLUR_SIGMA', 'MASK_KINDS', 'CONFIDENCE_BANDS', 'SLIC_PARAMS', 'LAB_LIGHTNESS_RANGE', 'CURVE_STEPS',
+           'RANDOM_MAP_CELLS', 'filler_images', 'folded_batchnorm', 'fast_inference', 'target_probability',
+           'square_side', 'occlusion_mask', 'occlusion_masks', 'mask_stack', 'occlude', 'occlusion_drop',
+           'confidence_picks', 'region_map', 'occlusion_panel', 'occlusion_map', 'slic_segments', 'check_segments',
+           'superpixel_drops', 'superpixel_drops_reference', 'segment_table', 'segment_heatmap', 'cumulative_removal',
+           'superpixel_panel', 'PerturbationCurve', 'check_maps', 'pixel_ranks', 'random_maps', 'deletion_curve',
+           'insertion_curve', 'plot_curves']
 
 # %% ../../nbs/13_explain_perturb.ipynb #7d915ec2
 FILLERS = ("zero", "mean", "blur")   # named fillers; a number is a constant filler (a dataset mean, in the model's input units)
@@ -188,6 +189,73 @@ def occlusion_drop(model, # a CXRClassifier or a peft model around one
         return torch.where(plain[:, None, None, None], images[i], occluded)
     probs = _target_probabilities(model, index, stream, n + n * m, batch_size, "occlusion", progress)   # one model copy
     return probs[:n, None] - probs[n:].reshape(n, m)
+
+# %% ../../nbs/13_explain_perturb.ipynb #e2e0e2d6
+CONFIDENCE_BANDS = {"very confident": (0.95, 1.0), "moderately confident": (0.80, 0.90)}   # the pneumonia study's picks
+
+def _check_band(name, band) -> tuple[float, float]:
+    if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:
+        raise ValueError(f"band {name!r} must be [low, high) with 0 <= low < high <= 1, got {band!r}")
+    return float(band[0]), float(band[1])
+
+def confidence_picks(probabilities, # N probabilities of the finding
+                     labels, # N labels: 1 / 0 (NaN: never picked)
+                     n_per_band:int=4, # films per band
+                     bands:dict=CONFIDENCE_BANDS, # name -> [low, high) probability band (a high of 1 includes 1)
+                     threshold:float=0.5, # correctly classified: probability >= threshold on a positive film
+                     seed:int=42, # the draw within a band
+                    ) -> pd.DataFrame:
+    "Correctly classified positive films, `n_per_band` per probability band; a short band filled with the nearest films, flagged."
+    p, y = np.asarray(probabilities, np.float64), np.asarray(labels, np.float64)
+    if p.ndim != 1 or p.shape != y.shape: raise ValueError(f"probabilities {p.shape} and labels {y.shape} must be the same N")
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1: raise ValueError("probabilities must be finite and in [0, 1]")
+    n = _check_count(n_per_band, "n_per_band")
+    positives = np.flatnonzero(y == 1)
+    if not len(positives): raise ValueError(f"no positive film among the {len(y)} to pick from: the picks explain positives")
+    correct, rng, taken, rows = p >= threshold, np.random.default_rng(seed), set(), []
+    for name, band in bands.items():
+        lo, hi = _check_band(name, band)
+        inside = (p >= lo) & ((p < hi) | (hi >= 1))
+        pool = [int(i) for i in rng.permutation(positives) if inside[i] and correct[i] and i not in taken][:n]
+        gap = np.where(p < lo, lo - p, np.where(inside, 0, p - hi))
+        rest = sorted((int(i) for i in positives if i not in taken and i not in pool), key=lambda i: (not correct[i], gap[i], i))
+        pool += rest[:n - len(pool)]
+        taken.update(pool)
+        rows += [{"film": i, "band": name, "probability": p[i], "in_band": bool(inside[i]), "correct": bool(correct[i])} for i in pool]
+    return pd.DataFrame(rows, columns=["film", "band", "probability", "in_band", "correct"]).set_index("film")
+
+def region_map(masks, # the regions: dict name -> H x W, or M x H x W; True = occluded
+               drops:np.ndarray, # N x M drops (occlusion_drop), a column per region
+              ) -> np.ndarray:
+    "A map per film from region drops: each pixel takes the largest drop among the regions covering it, negatives as 0; N x H x W."
+    stack = np.asarray(list(masks.values()) if isinstance(masks, dict) else masks)
+    stack = mask_stack(stack, stack.shape[-2:]).numpy()
+    d = np.asarray(drops, np.float64)
+    if d.ndim != 2 or d.shape[1] != len(stack):
+        raise ValueError(f"drops of shape {d.shape} for {len(stack)} regions: give N x {len(stack)}, a column per region")
+    return (stack[None] * np.clip(d, 0, None)[:, :, None, None]).max(1).astype(np.float32)
+
+def occlusion_panel(gray:np.ndarray, # N x H x W films (uint8, or floats in [0, 1])
+                    masks:dict, # name -> H x W region (True = occluded): the columns
+                    drops:np.ndarray, # N x M drops (occlusion_drop)
+                    contours:np.ndarray|None=None, # N x H x W masks to outline (e.g. the finding's truth)
+                    row_titles:list|None=None, # one per film (e.g. its probability and localization score)
+                   ) -> plt.Figure:
+    "One row per film: the film, then each region shaded on it, red when hiding it lowered the probability, blue when it raised it."
+    gray, d = np.asarray(gray), np.asarray(drops, np.float64)
+    if d.shape != (len(gray), len(masks)): raise ValueError(f"drops {d.shape} for {len(gray)} films and {len(masks)} regions")
+    scale = max(float(np.abs(d).max()), 1e-6)
+    fig, axes = plt.subplots(len(gray), len(masks) + 1, figsize=(1.7*(len(masks) + 1), 1.9*len(gray)), squeeze=False)
+    for i, row in enumerate(axes):
+        row[0].imshow(gray[i], cmap="gray"); row[0].set_title(row_titles[i] if row_titles else f"film {i}", fontsize=7)
+        for ax, (name, m), drop in zip(row[1:], masks.items(), d[i]):
+            shade = np.zeros((*m.shape, 4)); shade[m] = (1, 0, 0, 0.6*abs(drop)/scale + 0.1) if drop > 0 else (0, 0.3, 1, 0.6*abs(drop)/scale + 0.1)
+            ax.imshow(gray[i], cmap="gray"); ax.imshow(shade); ax.set_title(f"{name}\ndrop {drop:+.3f}", fontsize=7)
+        for ax in row:
+            if contours is not None: ax.contour(contours[i], [0.5], colors="yellow", linewidths=0.7)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/13_explain_perturb.ipynb #a24ceccb
 def occlusion_map(model, # a CXRClassifier or a peft model around one

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,14 +15,16 @@ from scipy import stats
 from skimage.filters import threshold_otsu
 from torch import nn
 
-from .cams import cam_maps, find_layers
+from .cams import ExplainSet, _film_arrays, cam_maps, find_layers
 from ..models import classifier_of
+from ..preprocess import ImageCache, Preprocess, normalize
+from ..synth import read_truth
 from .perturb import CURVE_STEPS, deletion_curve, insertion_curve, occlusion_map, random_maps
 
 # %% auto #0
 __all__ = ['IOU_THRESHOLDS', 'MAP_METHODS', 'OCCLUSION_WINDOW', 'pointing_hits', 'energy_share', 'binarize', 'iou_scores',
            'iou_sweep', 'miou', 'tune_threshold', 'box_masks', 'centre_prior', 'reinitialised', 'randomization_check',
-           'mean_ci', 'as_heat', 'method_maps', 'explanation_scores']
+           'mean_ci', 'as_heat', 'method_maps', 'explanation_scores', 'cached_films', 'maps_table']
 
 # %% ../../nbs/14_explain_scores.ipynb #24a69b0f
 IOU_THRESHOLDS = tuple(np.round(np.arange(0.2, 0.71, 0.05), 2))   # CheXlocalize's sweep for mIoU and threshold tuning
@@ -210,3 +213,50 @@ def explanation_scores(model, # a CXRClassifier (or a peft model around one)
             row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(values, ci, n_resamples, seed)
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+# %% ../../nbs/14_explain_scores.ipynb #1ab21d56
+def cached_films(data, # a cached dataset (`dataset.cached(spec)`, or a subset) of a folder SynthCXR wrote, any layout
+                 root:str|Path, # that SynthCXR folder: the table's `path` column is relative to it
+                ) -> ExplainSet:
+    "Cached films as an ExplainSet: the cache's images as the dataset serves them, their SynthCXR truth, every mask through the cache's crop and resize."
+    csv = getattr(data, "csv", None)
+    if csv is None or "path" not in csv or not hasattr(data, "cache_path"):
+        raise ValueError(f"cached_films reads a cached dataset with its table (dataset.cached(spec)), got {type(data).__name__}")
+    if data.augment is not None: raise ValueError("the dataset augments its films: explain the films as cached (subset(rows) without augment)")
+    root = Path(root)
+    truth = read_truth(root).set_index("path")
+    missing = [p for p in csv.path if p not in truth.index]
+    if missing: raise ValueError(f"{len(missing)} of the {len(csv)} films are not in the ground truth of {root}, e.g. {missing[0]!r}: "
+                                 "pass the SynthCXR folder the dataset was read from")
+    truth = truth.loc[list(csv.path)].reset_index()
+    gray, masks = _film_arrays(root, truth, Preprocess(**ImageCache(data.cache_path).manifest["params"]))
+    cached = np.asarray(data.images[data.rows])
+    if not np.array_equal(gray, cached):
+        raise ValueError(f"the films under {root} differ from the cache {data.cache_path}: rebuild it (dataset.cached(spec))")
+    return ExplainSet(normalize(torch.from_numpy(cached)[:, None], data.norm), cached, truth, masks, root)
+
+def maps_table(model, # a CXRClassifier (or a peft model around one)
+               images:torch.Tensor, # N x C x H x W, normalised for the model
+               label:int|str, # the output the maps explain
+               maps:dict, # name -> N x H x W maps at the input size (higher: more important; negatives count as 0)
+               masks:np.ndarray, # N x H x W boolean truth (films with an empty mask get no localization score)
+               steps:int=CURVE_STEPS, # deletion-curve points after 0% (0: localization only)
+               ci:float=0.95, n_resamples:int=1000, seed:int=0, batch_size:int=32,
+              ) -> pd.DataFrame:
+    "A row per map: pointing, mIoU, energy share (and deletion AUC), each the mean over films [interval]; per film and curves in attrs."
+    if not maps: raise ValueError("maps is empty: give {name: N x H x W maps}")
+    rows, per_film, curves = [], {}, {}
+    for name, m in maps.items():
+        heat = as_heat(m)
+        if heat.shape != np.shape(masks): raise ValueError(f"maps {name!r} of shape {heat.shape} for masks of shape {np.shape(masks)}")
+        scores = {"pointing": pointing_hits(heat, masks), "miou": miou(heat, masks), "energy": energy_share(heat, masks)}
+        if steps:
+            curves[name] = deletion_curve(model, images, label, heat, steps=steps, batch_size=batch_size)
+            scores["deletion_auc"] = curves[name].auc
+        row = {"map": name, "films": len(heat)}
+        for metric, values in scores.items():
+            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(values, ci, n_resamples, seed)
+        rows.append(row); per_film[name] = pd.DataFrame(scores)
+    table = pd.DataFrame(rows).set_index("map")
+    table.attrs.update(per_film=per_film, curves=curves)
+    return table
