@@ -212,7 +212,7 @@ def gap_ci(a:PixelStats, b:PixelStats, # the two datasets (std ratio: a / b)
     for name, statistic in statistics.items():
         point = float(statistic(np.arange(a.n_images), np.arange(b.n_images)))
         res = bootstrap((np.arange(a.n_images), np.arange(b.n_images)), statistic, vectorized=True, confidence_level=ci,
-                        n_resamples=n_resamples, random_state=np.random.default_rng(seed))
+                        n_resamples=n_resamples, rng=np.random.default_rng(seed))
         out |= {name: point, f"{name}_lo": float(res.confidence_interval.low), f"{name}_hi": float(res.confidence_interval.high)}
     return out
 
@@ -347,9 +347,13 @@ def open_sources(sources:dict, # name -> {"layout": ..., "root": ...}
     "Check every source, simulate those without a root, and list each one's frontal films."
     if not isinstance(sources, dict) or len(sources) < 2:
         raise ValueError(f"sources must map at least two names to {{layout, root}}, got {sources!r}")
+    specs = {name: check_source(name, spec) for name, spec in sources.items()}
+    simulated = [spec["layout"] for spec in specs.values() if not spec.get("root")]
+    twice = sorted({layout for layout in simulated if simulated.count(layout) > 1})
+    if twice: raise ValueError(f"sources {[n for n, s in specs.items() if not s.get('root') and s['layout'] in twice]} would all be "
+                               f"the same simulated {twice} films (one population per layout): give all but one a root")
     out = []
-    for name, spec in sources.items():
-        spec = check_source(name, spec)
+    for name, spec in specs.items():
         folder, simulated = spec.get("root"), not spec.get("root")
         if simulated:
             synth = {"n": synth_films, "seed": synth_seed, "size": synth_size}

@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 __all__ = ['check_inputs', 'auroc_or_reason', 'threshold_counts', 'label_metrics', 'mean_auroc', 'youden_thresholds',
            'weighted_auroc', 'resample_weights', 'bootstrap_auroc', 'paired_bootstrap', 'delong_test',
            'shuffled_label_auroc', 'calibration_table', 'plot_reliability', 'fit_temperature', 'report',
-           'auroc_summary', 'paired_auroc_difference', 'threshold_comparison']
+           'auroc_summary', 'paired_auroc_difference', 'threshold_comparison', 'headline_metrics']
 
 # %% ../nbs/09_metrics.ipynb #391f2ccb
 def check_inputs(labels, # N x C (or N): 1, 0, NaN (unknown)
@@ -370,3 +370,34 @@ def threshold_comparison(val_labels, val_scores, # validation labels and probabi
     both = youden.notna().to_numpy()              # the mean compares like with like: the labels Youden could choose for
     out.loc[f"mean ({int(both.sum())} labels)"] = out[both].drop(columns=["n", "positives"]).mean()
     return out.astype({"n": "Int64", "positives": "Int64"})
+
+# %% ../nbs/09_metrics.ipynb #31df92da
+def headline_metrics(labels, # N labels of one finding: 1 / 0 (NaN rows left out)
+                     probabilities, # N predicted probabilities
+                     patients=None, # N patient ids: the CIs resample patients (default: images)
+                     threshold:float=0.5, # the operating point of accuracy, F1, sensitivity and specificity
+                     n_resamples:int=2000, ci:float=0.95, seed:int=0,
+                    ) -> pd.DataFrame:
+    "AUROC, accuracy, F1, sensitivity and specificity of one finding, each with a (patient-level) bootstrap CI; n and draws in `attrs`."
+    y, p, _ = check_inputs(labels, probabilities)
+    if y.shape[1] != 1: raise ValueError(f"headline_metrics scores one finding; got {y.shape[1]} label columns")
+    if p.min() < 0 or p.max() > 1: raise ValueError(f"probabilities must be in [0, 1], got [{p.min():.3g}, {p.max():.3g}]: "
+                                                    "pass sigmoid(logits) (Predictions.probabilities)")
+    if not 0 < threshold < 1: raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    known = ~np.isnan(y[:, 0])
+    y, p = y[known, 0] == 1, p[known, 0]
+    if y.all() or not y.any(): raise ValueError(f"headline_metrics needs both classes: {int(y.sum())} positive, {int((~y).sum())} negative")
+    ids = None if patients is None else np.asarray(patients)[known]
+    w = np.vstack([np.ones(len(y)), resample_weights(n_resamples, ids, len(y), seed)])
+    pred = p >= threshold
+    tp, fp, tn, fn = (w @ (pred & y), w @ (pred & ~y), w @ (~pred & ~y), w @ (~pred & y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {"AUROC": weighted_auroc(y.astype(float), p, w), "accuracy": (tp + tn) / w.sum(1),
+                  "F1": 2*tp / (2*tp + fp + fn), "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp)}
+    q = [50*(1 - ci), 50*(1 + ci)]
+    table = pd.DataFrame({k: {"value": v[0], "lo": np.nanpercentile(v[1:], q[0]), "hi": np.nanpercentile(v[1:], q[1])}
+                          for k, v in values.items()}).T
+    table.attrs.update(n=len(y), positives=int(y.sum()), patients=None if ids is None else int(pd.Series(ids).nunique()),
+                       threshold=threshold, ci=ci, by="patient" if ids is not None else "image", resamples=n_resamples,
+                       draws={k: v[1:] for k, v in values.items()})      # the resampled values, e.g. to compare two test sets
+    return table

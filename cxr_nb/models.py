@@ -23,7 +23,7 @@ from .core import (WEIGHT_LIBRARIES, atomic_path, find_weights, read_json, weigh
                          writable_dir)
 from .datasets import LabelMatcher
 from .labels import NIH_LABELS
-from .preprocess import InputSpec, get_norm
+from .preprocess import InputSpec, get_norm, grey_norm
 
 # %% auto #0
 __all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'LORA_KEYS', 'ModelSpec', 'register',
@@ -32,7 +32,7 @@ __all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPL
            'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer',
            'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'shared_labels', 'check_lora',
            'baseline_model', 'finetune_model', 'extract_features', 'prototype_head', 'linear_probe', 'example_batch',
-           'export_onnx']
+           'export_onnx', 'grey_input']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -746,3 +746,18 @@ def export_onnx(model, # a CXRClassifier, or a peft model (its adapters are merg
         opsets = {o.domain: o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import}
     return {"path": path, "opset": opsets.get("", opsets.get("ai.onnx")), "max_abs_diff": diff, "batch": batch,
             "exporter": exporter, "merged_lora": lora, "export_s": round(seconds, 1), "mb": round(path.stat().st_size / 2**20, 1)}
+
+# %% ../nbs/08_models.ipynb #89ca5b5f
+def grey_input(model:CXRClassifier, # a model from build_model (a 3-channel stem, or already grey)
+               size:int|tuple|None=None, # input size (default: the model's)
+               resize:str|None=None, # "cover_crop" or "fit_pad" (default: the model's)
+               crop:bool|None=None, # crop the dark frame first (default: the model's)
+              ) -> CXRClassifier:
+    "A 1-channel stem (`to_one_channel`) and the input spec that goes with it: grey films normalised by `grey_norm`, at `size`."
+    base = classifier_of(model)
+    old = base.spec.input
+    to_one_channel(base)
+    base.spec = dataclasses.replace(base.spec, input=InputSpec(old.size if size is None else size, grey_norm(old.norm),
+                                                   old.resize if resize is None else resize, old.crop if crop is None else crop,
+                                                   old.pad_mode))
+    return model

@@ -23,17 +23,17 @@ from tqdm.auto import tqdm
 
 from .core import atomic_write_bytes, atomic_write_text, json_text, seeded_generator, set_seed, write_json
 from .datasets import LabelMatcher
-from .metrics import auroc_or_reason, check_inputs, resample_weights, weighted_auroc
-from .models import (MODELS, CXRClassifier, WeightsChoice, apply_lora, build_model, classifier_of, first_conv,
+from .metrics import auroc_or_reason
+from .models import (MODELS, WeightsChoice, apply_lora, build_model, classifier_of, first_conv,
                            set_trainable, to_one_channel)
-from .preprocess import InputSpec, NormSpec, get_norm, grey_norm, make_loader
+from .preprocess import InputSpec, NormSpec, get_norm, make_loader
 
 # %% auto #0
 __all__ = ['LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PRECISIONS', 'RESUMABLE_CHANGES', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION',
            'FitConfig', 'target_columns', 'target_labels', 'masked_loss', 'pos_weights', 'balancing_weights',
            'EpochWeightedSampler', 'param_groups', 'make_optimizer', 'make_schedule', 'model_record', 'save_checkpoint',
-           'read_checkpoint', 'load_model_state', 'load_trained', 'grey_input', 'Predictions', 'evaluate',
-           'headline_metrics', 'FitResult', 'write_log', 'fit', 'plot_history', 'n_shot_indices', 'n_shot_plan']
+           'read_checkpoint', 'load_model_state', 'load_trained', 'Predictions', 'evaluate', 'FitResult', 'write_log',
+           'fit', 'plot_history', 'n_shot_indices', 'n_shot_plan']
 
 # %% ../nbs/10_train.ipynb #74ee8bfb
 LOSSES = ("bce", "smooth_l1")                      # classification (U-Ignore masked) and regression (e.g. age)
@@ -335,21 +335,6 @@ def load_trained(path:str|Path) -> nn.Module:
                                        card=info.get("standin_card"))
     return model.eval()
 
-# %% ../nbs/10_train.ipynb #89ca5b5f
-def grey_input(model:CXRClassifier, # a model from build_model (a 3-channel stem, or already grey)
-               size:int|tuple|None=None, # input size (default: the model's)
-               resize:str|None=None, # "cover_crop" or "fit_pad" (default: the model's)
-               crop:bool|None=None, # crop the dark frame first (default: the model's)
-              ) -> CXRClassifier:
-    "A 1-channel stem (`to_one_channel`) and the input spec that goes with it: grey films normalised by `grey_norm`, at `size`."
-    base = classifier_of(model)
-    old = base.spec.input
-    to_one_channel(base)
-    base.spec = replace(base.spec, input=InputSpec(old.size if size is None else size, grey_norm(old.norm),
-                                                   old.resize if resize is None else resize, old.crop if crop is None else crop,
-                                                   old.pad_mode))
-    return model
-
 # %% ../nbs/10_train.ipynb #a9f5cd56
 @dataclass
 class Predictions:
@@ -399,37 +384,6 @@ def evaluate(model:nn.Module, # a classifier (logits out)
     s, y = torch.cat(scores), torch.cat(labels)
     return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), list(classifier_of(model).pathologies),
                        float(masked_loss(s, y, loss)))
-
-# %% ../nbs/10_train.ipynb #31df92da
-def headline_metrics(labels, # N labels of one finding: 1 / 0 (NaN rows left out)
-                     probabilities, # N predicted probabilities
-                     patients=None, # N patient ids: the CIs resample patients (default: images)
-                     threshold:float=0.5, # the operating point of accuracy, F1, sensitivity and specificity
-                     n_resamples:int=2000, ci:float=0.95, seed:int=0,
-                    ) -> pd.DataFrame:
-    "AUROC, accuracy, F1, sensitivity and specificity of one finding, each with a (patient-level) bootstrap CI; n and draws in `attrs`."
-    y, p, _ = check_inputs(labels, probabilities)
-    if y.shape[1] != 1: raise ValueError(f"headline_metrics scores one finding; got {y.shape[1]} label columns")
-    if p.min() < 0 or p.max() > 1: raise ValueError(f"probabilities must be in [0, 1], got [{p.min():.3g}, {p.max():.3g}]: "
-                                                    "pass sigmoid(logits) (Predictions.probabilities)")
-    if not 0 < threshold < 1: raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
-    known = ~np.isnan(y[:, 0])
-    y, p = y[known, 0] == 1, p[known, 0]
-    if y.all() or not y.any(): raise ValueError(f"headline_metrics needs both classes: {int(y.sum())} positive, {int((~y).sum())} negative")
-    ids = None if patients is None else np.asarray(patients)[known]
-    w = np.vstack([np.ones(len(y)), resample_weights(n_resamples, ids, len(y), seed)])
-    pred = p >= threshold
-    tp, fp, tn, fn = (w @ (pred & y), w @ (pred & ~y), w @ (~pred & ~y), w @ (~pred & y))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = {"AUROC": weighted_auroc(y.astype(float), p, w), "accuracy": (tp + tn) / w.sum(1),
-                  "F1": 2*tp / (2*tp + fp + fn), "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp)}
-    q = [50*(1 - ci), 50*(1 + ci)]
-    table = pd.DataFrame({k: {"value": v[0], "lo": np.nanpercentile(v[1:], q[0]), "hi": np.nanpercentile(v[1:], q[1])}
-                          for k, v in values.items()}).T
-    table.attrs.update(n=len(y), positives=int(y.sum()), patients=None if ids is None else int(pd.Series(ids).nunique()),
-                       threshold=threshold, ci=ci, by="patient" if ids is not None else "image", resamples=n_resamples,
-                       draws={k: v[1:] for k, v in values.items()})      # the resampled values, e.g. to compare two test sets
-    return table
 
 # %% ../nbs/10_train.ipynb #69c062a8
 @dataclass

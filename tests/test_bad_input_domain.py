@@ -30,6 +30,8 @@ CASES = {
                           ["source 'b'", "'mimic'", "chexpert"]),
     "a plain folder with no root": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": {"layout": "folder"}}), ValueError,
                                     ["source 'b'", "'folder' needs a root"]),
+    "two simulated sources of one layout": (lambda t, s: open_sources({"a": {"layout": "nih"}, "b": {"layout": "nih"}}), ValueError,
+                                            ["['a', 'b']", "['nih']", "root"]),
     "a root that does not exist": (lambda t, s: open_sources({"a": {"layout": "nih", "root": str(t/"gone")}, "b": {"layout": "nih"}}),
                                    FileNotFoundError, ["gone", "nih"]),
     "a layout folder without its label file": (lambda t, s: layout_films(t, "padchest"), FileNotFoundError, ["{tmp}", "PadChest layout"]),

@@ -20,10 +20,10 @@ from cxr_nb.curation import patient_overlap
 from cxr_nb.datasets import pneumonia_dataset
 from cxr_nb.explain.perturb import confidence_picks, occlusion_panel, region_map
 from cxr_nb.explain.scores import cached_films, maps_table
-from cxr_nb.models import build_model
+from cxr_nb.metrics import headline_metrics
+from cxr_nb.models import build_model, grey_input
 from cxr_nb.preprocess import Preprocess, crop_table, grey_norm, shown_share
 from cxr_nb.synth import write_dataset
-from cxr_nb.train import grey_input, headline_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::cxr_nb.datasets.PatientOverlapWarning")   # the download's layout: expected

@@ -26,9 +26,9 @@ from ..synth import ANATOMY_MASKS, Shortcut, load_masks, read_truth, write_datas
 from ..zoo import Recipe, Zoo, check_unseen
 
 # %% auto #0
-__all__ = ['DEMO_RECIPE', 'DEMO_ZOO', 'MASK_NAMES', 'CAM_METHODS', 'GRADIENT_FREE', 'demo_standin', 'ExplainSet', 'explain_films',
-           'label_index', 'check_images', 'predict_proba', 'find_layers', 'vit_reshape', 'cam_maps', 'overlay',
-           'show_maps', 'layer_panel']
+__all__ = ['DEMO_RECIPE', 'DEMO_ZOO', 'MASK_NAMES', 'CAM_METHODS', 'GRADIENT_FREE', 'demo_standin', 'ExplainSet', 'film_arrays',
+           'explain_films', 'label_index', 'check_images', 'predict_proba', 'find_layers', 'vit_reshape', 'cam_maps',
+           'overlay', 'show_maps', 'layer_panel']
 
 # %% ../../nbs/12_explain_cams.ipynb #e0a4f3d2
 DEMO_RECIPE = Recipe("densenet121-res224-nih", images=600, held_out=120, size=128, epochs=3, eval_sites=("nih",))
@@ -74,10 +74,13 @@ class ExplainSet:
 # %% ../../nbs/12_explain_cams.ipynb #17fa8c59
 MASK_NAMES = (*SYNTH_FINDINGS, *(f"_{part}" for part in ANATOMY_MASKS), "_shortcut")   # the channels an ExplainSet holds
 
-def _film_arrays(root:Path, truth:pd.DataFrame, prep:Preprocess) -> tuple[np.ndarray, dict]:
-    "Grey films and their masks through the model's own preprocessing (dark-frame crop, resize), masks alike."
+def film_arrays(root:Path, # a SynthCXR folder
+                paths, # its films, layout-relative (the `path` column of its truth or of an adapter's table)
+                prep:Preprocess, # the model's preprocessing (dark-frame crop, resize)
+               ) -> tuple[np.ndarray, dict]:
+    "Grey films and every mask of MASK_NAMES through one preprocessing, masks cropped and resized with their film."
     films, channels = [], []
-    for path in truth.path:
+    for path in paths:
         img = read_gray_uint8(root/path)
         film, masks = prep.with_masks(img, stack_masks(load_masks(root, path), MASK_NAMES, img.shape))
         films.append(film); channels.append(masks)
@@ -104,7 +107,7 @@ def explain_films(model, # the model to explain (its input size and normalisatio
     check_unseen(base, root)
     truth = read_truth(root)
     truth = truth[truth.view != "L"].reset_index(drop=True)
-    gray, masks = _film_arrays(root, truth, base.input.preprocess)
+    gray, masks = film_arrays(root, truth.path, base.input.preprocess)
     images = normalize(torch.from_numpy(gray)[:, None], base.input.norm)
     return ExplainSet(images, gray, truth, masks, root)
 

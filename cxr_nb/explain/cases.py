@@ -23,11 +23,11 @@ from matplotlib.patches import Rectangle
 from skimage import measure
 
 from ..core import atomic_write_bytes, atomic_write_text, writable_dir, write_json
-from .cams import MASK_NAMES, ExplainSet, cam_maps, label_index, overlay, predict_proba
+from .cams import ExplainSet, cam_maps, film_arrays, label_index, overlay, predict_proba
 from ..models import classifier_of
 from .scores import energy_share, mean_ci, method_maps, miou, pointing_hits
-from ..preprocess import InputSpec, normalize, read_gray_uint8, stack_masks
-from ..synth import load_masks, read_truth
+from ..preprocess import InputSpec, normalize, read_gray_uint8
+from ..synth import read_truth
 from ..zoo import check_unseen
 
 # %% auto #0
@@ -463,7 +463,7 @@ def _side_lines(case:Case, side:CaseSide, threshold:float, min_area:int|None) ->
 
 # %% ../../nbs/15_explain_cases.ipynb #975c16dd
 def heat_inside(heat:np.ndarray, mask:np.ndarray) -> float:
-    "Share of one map's sum inside one mask (`scores.energy_share` for a single film); NaN for an empty map or mask."
+    "Share of one map's sum inside one mask (`scores.energy_share` for a single film); NaN for an empty mask, the mask's share for an all-zero map."
     return float(energy_share(heat[None], np.asarray(mask, bool)[None])[0])
 
 def _verdict_line(case:Case) -> str:
@@ -617,14 +617,8 @@ def dataset_films(model, # the model the films are read for: its input size, pre
     except FileNotFoundError: truth = None                      # a real folder: no ground truth beyond its labels, no masks
     else: check_unseen(classifier_of(model), root)             # a stand-in is not explained on films it trained on
     spec = spec or classifier_of(model).input
-    prep, gray, channels = spec.preprocess, [], []
-    for path in csv.path:
-        img = read_gray_uint8(root/path)
-        if truth is None: gray.append(prep(img)); continue
-        film, masks = prep.with_masks(img, stack_masks(load_masks(root, path), MASK_NAMES, img.shape))
-        gray.append(film); channels.append(masks)
-    gray = np.stack(gray)
-    masks = {} if truth is None else {name: np.stack(channels)[:, j] for j, name in enumerate(MASK_NAMES)}
+    if truth is None: gray, masks = np.stack([spec.preprocess(read_gray_uint8(root/path)) for path in csv.path]), {}
+    else: gray, masks = film_arrays(root, csv.path, spec.preprocess)
     images = normalize(torch.from_numpy(gray)[:, None], spec.norm)
     return ExplainSet(images, gray, csv.reset_index(drop=True) if truth is None else truth, masks, root)
 
@@ -633,9 +627,9 @@ def _map_scores(model, films:ExplainSet, label:str, method:str, layers, ci:float
     masks = films.mask_for(model, label)
     positive = masks.any(axis=(1, 2))
     heat = method_maps(model, films.images[positive], label, method, seed, batch_size, layers)
-    masks, empty = masks[positive], ~heat.any(axis=(1, 2))
-    scores = {"pointing": np.where(empty, np.nan, pointing_hits(heat, masks)),    # an empty map's "maximum" is everywhere: no hit
-              "miou": miou(heat, masks), "energy": energy_share(heat, masks)}     # both NaN for an empty map already
+    masks, empty = masks[positive], np.ptp(heat, axis=(1, 2)) == 0                 # flat or all-zero: no location preferred
+    scores = {"pointing": pointing_hits(heat, masks), "energy": energy_share(heat, masks),   # a flat map scores chance: kept, not dropped
+              "miou": miou(heat, masks)}                                          # NaN for an empty map (CheXlocalize's rule)
     row = {"films": int(positive.sum()), "empty maps": int(empty.sum())}
     for metric, values in scores.items():
         row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = mean_ci(values, ci, n_resamples, seed)
@@ -650,7 +644,7 @@ def localization_table(models:dict, # name -> model (e.g. {"baseline": b, "fine-
                        min_films:int=2, # least films with the label's mask for it to be scored
                        ci:float=0.95, n_resamples:int=1000, seed:int=0, batch_size:int=32,
                       ) -> pd.DataFrame:
-    "Pointing game, mIoU and energy share [CI] of each model's maps of each label on the films with its mask (empty maps counted, not scored); skipped labels in attrs['skipped']."
+    "Pointing game, mIoU and energy share [CI over films] of each model's maps of each label on the films with its mask (flat maps score chance and are counted); skipped labels in attrs['skipped']."
     if not models: raise ValueError("models is empty: give {name: model}, e.g. {'baseline': b, 'fine-tuned': f}")
     if isinstance(min_films, bool) or not isinstance(min_films, (int, np.integer)) or min_films < 2:
         raise ValueError(f"min_films must be a whole number >= 2 (an interval needs two films), got {min_films!r}")

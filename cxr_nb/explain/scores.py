@@ -15,7 +15,7 @@ from scipy import stats
 from skimage.filters import threshold_otsu
 from torch import nn
 
-from .cams import ExplainSet, _film_arrays, cam_maps, find_layers
+from .cams import ExplainSet, cam_maps, film_arrays, find_layers
 from ..models import classifier_of
 from ..preprocess import ImageCache, Preprocess, normalize
 from ..synth import read_truth
@@ -38,20 +38,21 @@ def _check_pair(maps:np.ndarray, masks:np.ndarray) -> tuple[np.ndarray, np.ndarr
     return maps, masks
 
 def pointing_hits(maps, masks) -> np.ndarray:
-    "Per map: 1 if its maximum is inside the mask, 0 if not, the share inside for tied maxima, NaN for an empty mask."
+    "Per map: 1 if its maximum is inside the mask, 0 if not, the share inside for tied maxima (a flat or all-zero map: the mask's share of the film), NaN for an empty mask."
     maps, masks = _check_pair(maps, masks)
     top = maps >= maps.max(axis=(1, 2), keepdims=True) - 1e-6
     hits = (top & masks).sum(axis=(1, 2)) / top.sum(axis=(1, 2))
     return np.where(masks.any(axis=(1, 2)), hits, np.nan)
 
 def energy_share(maps, masks) -> np.ndarray:
-    "Per map: the share of its total inside the mask; NaN for an empty mask or an all-zero map."
+    "Per map: the share of its total inside the mask (an all-zero map: the mask's share of the film, as a flat map); NaN for an empty mask."
     maps, masks = _check_pair(maps, masks)
     if (maps < 0).any(): raise ValueError("energy share needs non-negative maps (clip or min-max scale them first)")
     total = maps.sum(axis=(1, 2))
     inside = (maps * masks).sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(masks.any(axis=(1, 2)) & (total > 0), inside / total, np.nan)
+        share = np.where(total > 0, inside / total, masks.mean(axis=(1, 2)))   # no heat anywhere: no preference, as a flat map
+    return np.where(masks.any(axis=(1, 2)), share, np.nan)
 
 # %% ../../nbs/14_explain_scores.ipynb #5a81ee29
 def binarize(maps, threshold:float|str=0.5) -> np.ndarray:
@@ -229,7 +230,7 @@ def cached_films(data, # a cached dataset (`dataset.cached(spec)`, or a subset) 
     if missing: raise ValueError(f"{len(missing)} of the {len(csv)} films are not in the ground truth of {root}, e.g. {missing[0]!r}: "
                                  "pass the SynthCXR folder the dataset was read from")
     truth = truth.loc[list(csv.path)].reset_index()
-    gray, masks = _film_arrays(root, truth, Preprocess(**ImageCache(data.cache_path).manifest["params"]))
+    gray, masks = film_arrays(root, truth.path, Preprocess(**ImageCache(data.cache_path).manifest["params"]))
     cached = np.asarray(data.images[data.rows])
     if not np.array_equal(gray, cached):
         raise ValueError(f"the films under {root} differ from the cache {data.cache_path}: rebuild it (dataset.cached(spec))")
