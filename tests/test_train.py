@@ -102,6 +102,8 @@ DDP_CHILD = textwrap.dedent("""
     preds = evaluate(model, loader, accelerator=acc)
     if acc.is_main_process:
         Path(out, "ids.json").write_text(json.dumps({"ids": preds.ids.tolist(), "processes": acc.num_processes}))
+    acc.wait_for_everyone()
+    torch.distributed.destroy_process_group()   # gloo shut down before exit: its threads torn down at exit once aborted rank 0
 """)
 
 
