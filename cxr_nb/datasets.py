@@ -30,11 +30,11 @@ from .preprocess import (CacheDataset, InputSpec, MaskSource, Preprocess, build_
 from .synth import mask_file, read_mask_file, read_truth
 
 # %% auto #0
-__all__ = ['UNCERTAINTY_POLICIES', 'LabelFileError', 'refuse_cells', 'check_values', 'check_paths', 'check_unique', 'CXRDataset',
-           'uncertainty_policy', 'apply_uncertainty', 'read_label_file', 'check_chexpert_table', 'chexpert_dataset',
-           'ShippedLabelsWarning', 'check_nih_table', 'nih_dataset', 'padchest_vocabulary', 'check_padchest_table',
-           'padchest_dataset', 'PatientOverlapWarning', 'pneumonia_dataset', 'SynthCXRDataset', 'synth_dataset',
-           'LabelMatcher']
+__all__ = ['UNCERTAINTY_POLICIES', 'LAYOUT_ADAPTERS', 'LabelFileError', 'refuse_cells', 'check_values', 'check_paths',
+           'check_unique', 'CXRDataset', 'uncertainty_policy', 'apply_uncertainty', 'read_label_file',
+           'check_chexpert_table', 'chexpert_dataset', 'ShippedLabelsWarning', 'check_nih_table', 'nih_dataset',
+           'padchest_vocabulary', 'check_padchest_table', 'padchest_dataset', 'PatientOverlapWarning',
+           'pneumonia_dataset', 'SynthCXRDataset', 'synth_dataset', 'LabelMatcher']
 
 # %% ../nbs/05_datasets.ipynb #77027fb6
 class LabelFileError(ValueError):
@@ -514,6 +514,10 @@ def synth_dataset(root:str|Path, # a folder written by cxr_nb.synth.write_datase
         t = t[t.split == split]
     t = t.assign(patientid=t.patient.astype(str))
     return SynthCXRDataset(root, t, list(SYNTH_LABELS), t[list(SYNTH_LABELS)].to_numpy(np.float32), name="SynthCXR", **kw)
+
+# %% ../nbs/05_datasets.ipynb #550ca022
+LAYOUT_ADAPTERS = {"nih": nih_dataset, "padchest": padchest_dataset, "chexpert": functools.partial(chexpert_dataset, split="all"),
+                   "pneumonia": pneumonia_dataset}   # a layout's name -> the adapter that reads a folder of it (frontal; CheXpert: train.csv)
 
 # %% ../nbs/05_datasets.ipynb #40987eb7
 def _norm_label(s:str) -> str: return re.sub(r"[\s_\-]+", " ", str(s)).strip().lower()

@@ -16,21 +16,20 @@ import pandas as pd
 from scipy import stats as _st
 from tqdm.auto import tqdm
 
-from functools import partial
 from itertools import combinations
 from pathlib import Path
 from scipy.stats import bootstrap
 
 from .core import short_hash
-from .datasets import chexpert_dataset, nih_dataset, padchest_dataset, pneumonia_dataset
+from .datasets import LAYOUT_ADAPTERS
 from .preprocess import read_gray_float, to_unit_gray
 from .synth import synth_root, write_dataset
 
 # %% auto #0
 __all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'CONSTANT_STD',
-           'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'LAYOUT_ADAPTERS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS',
-           'sample_paths', 'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci',
-           'gap_table', 'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
+           'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS', 'sample_paths',
+           'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table',
+           'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
            'check_source', 'open_sources']
 
 # %% ../nbs/06_domain.ipynb #bddf0e3b
@@ -297,8 +296,6 @@ def plot_spikes(stats:Sequence[PixelStats], n_show:int=2) -> plt.Figure:
     return fig
 
 # %% ../nbs/06_domain.ipynb #3ff1b11d
-LAYOUT_ADAPTERS = {"nih": nih_dataset, "padchest": padchest_dataset, "chexpert": partial(chexpert_dataset, split="all"),
-                   "pneumonia": pneumonia_dataset}   # a dataset layout -> the adapter that reads its frontal films
 FOLDER_LAYOUT = "folder"   # a plain folder of films: every image file under it
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")   # what a plain folder's images end with (any case)
 

@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 # %% auto #0
 __all__ = ['check_inputs', 'auroc_or_reason', 'threshold_counts', 'label_metrics', 'mean_auroc', 'youden_thresholds',
            'weighted_auroc', 'resample_weights', 'bootstrap_auroc', 'paired_bootstrap', 'delong_test',
-           'shuffled_label_auroc', 'calibration_table', 'plot_reliability', 'fit_temperature', 'report',
+           'shuffled_label_auroc', 'calibration_table', 'plot_reliability', 'fit_temperature', 'format_ci', 'report',
            'auroc_summary', 'paired_auroc_difference', 'threshold_comparison', 'headline_metrics']
 
 # %% ../nbs/09_metrics.ipynb #391f2ccb
@@ -283,6 +283,14 @@ def fit_temperature(logits, labels, # validation logits and labels (N or N x C; 
     res = optimize.minimize_scalar(nll, bounds=(-5, 5), method="bounded")
     return float(np.exp(res.x))
 
+# %% ../nbs/09_metrics.ipynb #39f48518
+def format_ci(value, lo, hi, # a number and its interval (None or NaN: undefined, as metrics.json writes NaN)
+              digits:int=3) -> str:
+    "'value [lo, hi]' as text, every printed AUROC's shape; 'undefined' for a missing value."
+    missing = lambda v: v is None or not np.isfinite(v)
+    number = lambda v: "undefined" if missing(v) else f"{v:.{digits}f}"
+    return "undefined" if missing(value) else f"{number(value)} [{number(lo)}, {number(hi)}]"
+
 # %% ../nbs/09_metrics.ipynb #19784983
 def report(labels, scores, # N x C labels (1 / 0 / NaN) and scores
            names:Sequence|None=None,
@@ -293,7 +301,7 @@ def report(labels, scores, # N x C labels (1 / 0 / NaN) and scores
     "Per label: n, positives, AUROC [CI], AUPRC, threshold, sensitivity, specificity, precision, F1, note; then the mean."
     table = label_metrics(labels, scores, names, thresholds)
     boot = bootstrap_auroc(labels, scores, names, patients, n_resamples, ci, seed)
-    fmt = lambda r: f"{r.auroc:.3f} [{r.lo:.3f}, {r.hi:.3f}]" if np.isfinite(r.auroc) else "undefined"
+    fmt = lambda r: format_ci(r.auroc, r.lo, r.hi)
     out = pd.DataFrame({"n": table.n, "positives": table.positives, "AUROC [CI]": [fmt(boot.loc[k]) for k in table.index],
                         "AUPRC": table.auprc.round(3), "threshold": table.threshold.round(3),
                         "sensitivity": table.recall.round(3), "specificity": table.specificity.round(3),

@@ -592,11 +592,12 @@ def check_lora(lora:dict|None) -> dict|None:
     if not isinstance(lora, dict): raise ValueError(f"a LoRA setting is a mapping such as {{'r': 16, 'alpha': 32, 'dropout': 0.1}}, got {lora!r}")
     unknown = [k for k in lora if k not in LORA_KEYS]
     if unknown: raise ValueError(f"unknown LoRA setting(s) {unknown}; the keys are {list(LORA_KEYS)} (e.g. 'r', not 'rank')")
-    r, alpha, dropout = lora.get("r", 16), lora.get("alpha", 32), lora.get("dropout", 0.1)
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1: raise ValueError(f"LoRA rank r must be a whole number >= 1, got {r!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+    r, alpha, dropout = lora.get("r"), lora.get("alpha"), lora.get("dropout")    # a key left out takes apply_lora's default
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise ValueError(f"LoRA rank r must be a whole number >= 1, got {r!r}")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0):
         raise ValueError(f"LoRA alpha must be a number > 0, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1):
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
     return dict(lora)
 

@@ -32,10 +32,11 @@ from .core import (
     read_json, sigterm_as_interrupt, writable_dir)
 
 # %% auto #0
-__all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'MANIFEST', 'study_name', 'RunSpec', 'UniqueKeyLoader', 'load_spec',
-           'ParameterError', 'notebook_parameters', 'nbformat_read', 'expected_type', 'check_parameter_types',
-           'check_parameters', 'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock', 'run_status', 'execute',
-           'run_many', 'find_params', 'list_studies', 'build_parser', 'main']
+__all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'KERNEL_ENV', 'MANIFEST', 'study_name', 'RunSpec', 'UniqueKeyLoader',
+           'load_spec', 'ParameterError', 'notebook_parameters', 'nbformat_read', 'expected_type',
+           'check_parameter_types', 'check_parameters', 'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock',
+           'kernel_environment', 'run_status', 'execute', 'run_many', 'find_params', 'list_studies', 'build_parser',
+           'main']
 
 # %% ../nbs/07_runner.ipynb #ac919131
 PARAMS_KEYS = ("notebook", "run", "parameters")
@@ -262,6 +263,18 @@ def run_lock(out_dir:str|Path) -> Iterator[Path]:
             if locked: os.ftruncate(fd, 0)   # free again: nobody to name
     finally: os.close(fd)                    # closing the file drops the lock
 
+# %% ../nbs/07_runner.ipynb #c3051393
+KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}   # set in each study's kernel unless already set: passive OpenMP waiters (see above)
+
+@contextlib.contextmanager
+def kernel_environment(variables:dict=KERNEL_ENV) -> Iterator[dict]:
+    "Set the `variables` not already in the environment for the block (a study's kernel inherits them); yield those set."
+    added = {name: value for name, value in variables.items() if name not in os.environ}
+    os.environ.update(added)
+    try: yield added
+    finally:
+        for name in added: os.environ.pop(name, None)
+
 # %% ../nbs/07_runner.ipynb #7678994d
 MANIFEST = "run.json"
 
@@ -319,9 +332,10 @@ def execute(spec:RunSpec, # what to run
         m.save(out/MANIFEST)
         status, error = "completed", None
         try:
-            pm.execute_notebook(str(spec.notebook), str(out/spec.notebook.name),
-                                parameters={**spec.parameters, OUT_DIR_PARAM: str(out)}, kernel_name=kernel_name,
-                                cwd=str(spec.notebook.parent), progress_bar=progress)
+            with kernel_environment():
+                pm.execute_notebook(str(spec.notebook), str(out/spec.notebook.name),
+                                    parameters={**spec.parameters, OUT_DIR_PARAM: str(out)}, kernel_name=kernel_name,
+                                    cwd=str(spec.notebook.parent), progress_bar=progress)
         except PapermillExecutionError as e:
             status, error = "failed", f"{e.ename}: {e.evalue} (cell {e.exec_count})"
         except KeyboardInterrupt as e:

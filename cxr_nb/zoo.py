@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .core import atomic_dir, data_root, format_table, now_iso, package_versions, read_json, short_hash, write_json
 from .curation import grouped_patient_split
-from .datasets import LabelMatcher, chexpert_dataset, nih_dataset, padchest_dataset
+from .datasets import LAYOUT_ADAPTERS, LabelMatcher
 from .labels import SYNTH_LARGE_FINDINGS
 from .metrics import bootstrap_auroc
 from .models import CARD_NAME, ModelSpec, build_model, byte_tokenizer, model_spec, swap_head
@@ -79,8 +79,6 @@ class Recipe:
         return {"train": self.seed + SITE_OFFSETS[site], "held_out": self.seed + 100 + SITE_OFFSETS[site]}
 
 # %% ../nbs/11_zoo.ipynb #3cede2f9
-_ADAPTERS = {"nih": nih_dataset, "padchest": padchest_dataset, "chexpert": lambda root: chexpert_dataset(root, split="all")}
-
 def site_films(recipe:Recipe, # what to write
                site:str, # one of SITE_OFFSETS
                part:str, # "train" or "held_out"
@@ -91,7 +89,7 @@ def site_films(recipe:Recipe, # what to write
     n = -(-recipe.images // len(recipe.sites)) if part == "train" else recipe.held_out
     folder = Path(root)/f"{site}-seed{seed}-n{n}-{recipe.size}px-{short_hash(recipe.priors)}"
     write_dataset(site, folder, n=n, seed=seed, size=recipe.size, priors=recipe.priors, progress=progress)
-    data = _ADAPTERS[site](folder)
+    data = LAYOUT_ADAPTERS[site](folder)
     data.csv = data.csv.assign(site=site, seed=seed, patientid=[f"{site}-{seed}-{p}" for p in data.csv.patientid])
     return data
 
