@@ -7,11 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARAMS ?= $(wildcard params/*/demo.yaml) $(wildcard params/*/shortcut.yaml)   # the demos, and the shortcut variant
 
-.PHONY: install demo test sync-check lint nbtest pytest export clean-outputs help
+.PHONY: install demo results docs test sync-check lint nbtest pytest export clean-outputs help
 
 help:
-	@echo "make demo   install, build the SynthCXR stand-in weights if missing, then run every params/*/demo.yaml and shortcut.yaml (outputs/)"
-	@echo "make test   install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
+	@echo "make demo     install, build the SynthCXR stand-in weights if missing, run every params/*/demo.yaml and shortcut.yaml"
+	@echo "              in study order (outputs/), then write outputs/index.html"
+	@echo "make test     install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
+	@echo "make results  rewrite the README's results table from the demo's outputs/*/*/metrics.json"
+	@echo "make docs     the documentation site of the library notebooks, into _docs/ (installs quarto-cli from PyPI)"
 
 install: $(STAMP)
 
@@ -22,10 +25,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# the stand-in weights first (built once, minutes; seconds when cached), then the studies
+# the stand-in weights first (built once, minutes; seconds when cached), then the studies in notebook order (completed runs
+# with the same parameters are skipped), then the index page, written even when a study failed (it says which and why)
 demo: install
 	$(BIN)/cxr-nb zoo build
-	$(BIN)/cxr-nb run $(PARAMS)
+	$(BIN)/cxr-nb run $(PARAMS); status=$$?; $(BIN)/cxr-nb report --quiet || exit 1; exit $$status
+
+results: install
+	$(BIN)/cxr-nb report --quiet --readme README.md
+
+# nbdev-docs renders with Quarto: the quarto-cli package downloads Quarto's binary from GitHub when it is installed.
+# The study notebooks are left out: they are rendered, executed, in outputs/index.html.
+docs: install
+	$(BIN)/python -m pip install --quiet quarto-cli
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbdev-docs --skip-folder-re '^([_.]|studies$$)'
 
 # nbdev's own CI: cleaning and exporting must change nothing in the tree.
 sync-check: install

@@ -30,12 +30,12 @@ import torch
 
 # %% auto #0
 __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PACKAGES', 'RUN_STATUSES', 'SECRET_WORDS',
-           'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'STAGE_TAG', 'project_root', 'data_root',
-           'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
+           'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'STAGE_TAG', 'HEADLINE_WEIGHTS', 'project_root',
+           'data_root', 'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
            'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info', 'now_iso',
            'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable', 'writable_dir',
            'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash', 'write_json',
-           'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'RunManifest',
+           'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci', 'RunManifest',
            'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
@@ -383,6 +383,14 @@ def format_table(rows:list[dict]) -> str:
     line = lambda vals: "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(vals, width, numeric)).rstrip()
     return "\n".join([line(map(str, cols)), line(["-"*w for w in width]), *map(line, cells)])
 
+# %% ../nbs/00_core.ipynb #d71bbf8b
+def format_ci(value, lo, hi, # a number and its interval (None or NaN: undefined, as metrics.json writes NaN)
+              digits:int=3) -> str:
+    "'value [lo, hi]' as text, every printed AUROC's shape; 'undefined' for a missing value."
+    missing = lambda v: v is None or not np.isfinite(v)
+    number = lambda v: "undefined" if missing(v) else f"{v:.{digits}f}"
+    return "undefined" if missing(value) else f"{number(value)} [{number(lo)}, {number(hi)}]"
+
 # %% ../nbs/00_core.ipynb #a5c8b889
 @dataclass
 class RunManifest:
@@ -456,13 +464,17 @@ def sigterm_as_interrupt():
     finally: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 # %% ../nbs/00_core.ipynb #e1392a99
+# Which weights produced a headline number: the words of `weights_record` ("path", "checkpoint" included), "in-domain" for
+# backbones pretrained by the pretraining study, "mixed" for a comparison across sources, "n/a" where no model is involved.
+HEADLINE_WEIGHTS = ("published", "standin", "none", "in-domain", "path", "checkpoint", "mixed", "n/a")
+
 class RunFolder:
     "A study's run folder: `figures/`, the files it writes, and `metrics.json` listing both beside the numbers."
     def __init__(self, out_dir:str|Path="", # the `out_dir` the runner passes (empty: a new temporary folder)
                  study:str="study", # names the temporary folder
                 ):
         self.path = writable_dir(Path(out_dir).expanduser() if out_dir else tempfile.mkdtemp(prefix=f"cxr-nb-{study}-"))
-        self.metrics, self.figures, self.files, self.weights = {}, {}, [], {}
+        self.metrics, self.figures, self.files, self.weights, self.headlines = {}, {}, [], {}, []
 
     def save_figure(self, fig, # a matplotlib Figure
                     name:str, # file stem under figures/
@@ -490,12 +502,31 @@ class RunFolder:
         self.weights[name] = record
         return record
 
+    def headline(self, name:str, # what the number is, short: "test AUROC", "mean AUROC gain, pretext - random"
+                 value:float, lo:float|None=None, hi:float|None=None, # the number and its CI (both or neither)
+                 n:int|None=None, # the images (or patients) it was measured on
+                 weights:str="n/a", # which weights produced it: one of HEADLINE_WEIGHTS
+                ) -> dict:
+        "Note a number the run stands for; `outputs/index.html` and the README's Results show these (`cxr_nb.runner`)."
+        if weights not in HEADLINE_WEIGHTS: raise ValueError(f"headline {name!r}: weights={weights!r} is not one of {HEADLINE_WEIGHTS}")
+        value = float(value)
+        if (lo is None) != (hi is None): raise ValueError(f"headline {name!r}: give both ends of the CI or neither (lo={lo}, hi={hi})")
+        if lo is not None and not float(lo) <= value <= float(hi):
+            raise ValueError(f"headline {name!r}: the CI [{lo}, {hi}] does not contain its value {value}")
+        if n is not None and (not float(n).is_integer() or n < 1): raise ValueError(f"headline {name!r}: n must be a positive count, got {n!r}")
+        if any(h["name"] == name for h in self.headlines): raise ValueError(f"headline {name!r} was already noted in this run")
+        row = {"name": name, "value": value, "lo": None if lo is None else float(lo), "hi": None if hi is None else float(hi),
+               "n": None if n is None else int(n), "weights": weights}
+        self.headlines.append(row)
+        return row
+
     def write_metrics(self, **more) -> dict:
-        "Write `metrics.json` (the metrics, `weights`, `figures` and `files`), after checking every listed file exists; return it as read back."
+        "Write `metrics.json` (the metrics, `headline`, `weights`, `figures`, `files`), after checking every listed file exists; return it as read back."
         self.metrics.update(more)
         missing = [f for f in [*self.figures.values(), *self.files] if not (self.path/f).is_file()]
         if missing: raise FileNotFoundError(f"{self.path}: metrics.json would list files that were never written: {missing}")
-        write_json(self.path/"metrics.json", {**self.metrics, **({"weights": self.weights} if self.weights else {}),
+        write_json(self.path/"metrics.json", {**self.metrics, **({"headline": self.headlines} if self.headlines else {}),
+                                               **({"weights": self.weights} if self.weights else {}),
                                                "figures": self.figures, "files": self.files})
         return read_json(self.path/"metrics.json")
 

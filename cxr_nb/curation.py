@@ -25,9 +25,9 @@ __all__ = ['PADCHEST_COLUMNS', 'SPLITS', 'PADCHEST_EXCLUDE', 'FRONTAL_PROJECTION
            'CHEXPERT_FRONTAL_TRAIN_COUNTS', 'require_columns', 'load_padchest_csv', 'load_chexpert_csv',
            'PatientLeakageError', 'patient_ids', 'assert_no_patient_overlap', 'patient_overlap', 'split_summary',
            'hash_modulus', 'hash_is_val', 'require_splits', 'hash_patient_split', 'grouped_patient_split',
-           'pneumonia_patient_id', 'parse_labels', 'label_lists', 'label_vocabulary', 'exclusion_groups',
-           'check_exclusions', 'RareFindings', 'select_rare_findings', 'plot_rare_findings', 'chexpert_label_table',
-           'compare_label_table']
+           'balanced_patient_split', 'pneumonia_patient_id', 'parse_labels', 'label_lists', 'label_vocabulary',
+           'exclusion_groups', 'check_exclusions', 'RareFindings', 'select_rare_findings', 'plot_rare_findings',
+           'chexpert_label_table', 'compare_label_table']
 
 # %% ../nbs/04_curation.ipynb #90ed22e3
 def require_columns(df:pd.DataFrame, # table to check
@@ -225,6 +225,30 @@ def grouped_patient_split(df:pd.DataFrame, # one row per image
     require_splits(out, ["train"] + ["val"] * (val_frac > 0) + ["test"] * (test_frac > 0), patient_col, split_col)
     assert_no_patient_overlap(out, patient_col, split_col)
     return out, split_summary(out, patient_col, label_cols, split_col)
+
+# %% ../nbs/04_curation.ipynb #d278a1f1
+def balanced_patient_split(df:pd.DataFrame, # one row per image, with a 1 / 0 column `label`
+                           label:str, # the binary label to balance
+                           per_class:dict, # images of each class per split, e.g. {"train": 100, "val": 20, "test": 50}
+                           seed:int=0, # seeds the patient split and the draws
+                           patient_col:str="patientid", split_col:str="split",
+                          ) -> pd.DataFrame:
+    "The rows of exactly `per_class[split]` positive and as many negative images per split, after a patient-level split."
+    if set(per_class) - set(SPLITS) or not {"train"} < set(per_class) or any(not isinstance(n, int) or n < 1 for n in per_class.values()):
+        raise ValueError(f"per_class must map 'train' and 'val' and/or 'test' to positive image counts, got {per_class!r}")
+    require_columns(df, [label, patient_col], "balanced_patient_split")
+    total = sum(per_class.values())
+    split, _ = grouped_patient_split(df, per_class.get("val", 0) / total, per_class.get("test", 0) / total, patient_col,
+                                     seed=seed, split_col=split_col)
+    rng, keep = np.random.default_rng(seed), []
+    for part, n in per_class.items():
+        for cls in (1, 0):
+            rows = np.flatnonzero((split[split_col] == part).to_numpy() & (split[label] == cls).to_numpy())
+            if len(rows) < n:
+                raise ValueError(f"the {part} split holds {len(rows)} {'positive' if cls else 'negative'} image(s) of {label!r}, "
+                                 f"{n} asked: give more images or ask fewer per class")
+            keep += rng.choice(rows, n, replace=False).tolist()
+    return split.iloc[sorted(keep)]
 
 # %% ../nbs/04_curation.ipynb #4d2956aa
 _PERSON, _IM = re.compile(r"(person\d+)", re.I), re.compile(r"^((?:normal2-)?im-\d+)-\d+", re.I)

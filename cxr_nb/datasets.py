@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import functools
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -282,6 +283,20 @@ def _check_views(views, present:pd.Series, path, known) -> None:
     if "*" not in views and not present.isin(list(views)).any():
         raise ValueError(f"no image of {path} has a view in {list(views)}; it has {counts}")
 
+@contextlib.contextmanager
+def _xrv_readable(csvpath:Path):
+    "A path to `csvpath` that CheX_Dataset parses: it takes the patient from `Path` by which of 'train' / 'valid' its csv path holds."
+    if csvpath.name != CHEXPERT_VALID_CSV or "train" not in str(csvpath):
+        yield csvpath; return
+    # valid.csv in a folder whose path says "train" (e.g. /data/train_sets/CheXpert-v1.0-small) would be split on "train/" and
+    # fail with a bare KeyError: hand torchxrayvision a link to it from a folder whose path does not say "train"
+    with tempfile.TemporaryDirectory(prefix="cxr-nb-chexpert-") as tmp:
+        link = Path(tmp)/CHEXPERT_VALID_CSV
+        if "train" in str(link): raise ValueError(f"{csvpath}: torchxrayvision cannot read a valid.csv whose path contains 'train'; "
+                                                  f"set TMPDIR to a folder whose path does not contain it (now {tmp})")
+        link.symlink_to(csvpath.resolve())
+        yield link
+
 def chexpert_dataset(root:str|Path, # the CheXpert-v1.0-small folder (holds train.csv and valid.csv)
                      split:str="train", # "train", "val" (8:2 of train.csv by patient), "test" (valid.csv) or "all" (train.csv)
                      uncertain:str="ignore", # U-Ignore / U-Zeros / U-Ones
@@ -298,8 +313,8 @@ def chexpert_dataset(root:str|Path, # the CheXpert-v1.0-small folder (holds trai
     table = read_label_file(csvpath, ["Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS])
     check_chexpert_table(table, csvpath)
     _check_views(views, table["AP/PA"].where(table["Frontal/Lateral"] == "Frontal", "L"), csvpath, (*CHEXPERT_AP_PA, "L"))
-    with _xrv_warnings():
-        x = xrv.datasets.CheX_Dataset(str(root), str(csvpath), views=list(views), unique_patients=False)
+    with _xrv_warnings(), _xrv_readable(csvpath) as readable:
+        x = xrv.datasets.CheX_Dataset(str(root), str(readable), views=list(views), unique_patients=False)
     csv = x.csv.copy()
     csv["path"] = csv["Path"].str.replace(r"^CheXpert-v1\.0(-small)?/", "", regex=True)
     labels = np.stack([apply_uncertainty(csv[c].to_numpy(), uncertain, blank) for c in CHEXPERT_LABELS], 1)

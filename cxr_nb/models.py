@@ -32,7 +32,7 @@ __all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPL
            'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer',
            'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'shared_labels', 'check_lora',
            'baseline_model', 'finetune_model', 'extract_features', 'prototype_head', 'linear_probe', 'example_batch',
-           'export_onnx', 'grey_input']
+           'export_onnx', 'onnx_logits', 'grey_input']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -747,6 +747,23 @@ def export_onnx(model, # a CXRClassifier, or a peft model (its adapters are merg
         opsets = {o.domain: o.version for o in onnx.load(str(tmp), load_external_data=False).opset_import}
     return {"path": path, "opset": opsets.get("", opsets.get("ai.onnx")), "max_abs_diff": diff, "batch": batch,
             "exporter": exporter, "merged_lora": lora, "export_s": round(seconds, 1), "mb": round(path.stat().st_size / 2**20, 1)}
+
+# %% ../nbs/08_models.ipynb #7c67c8b4
+def onnx_logits(path:str|Path, # an .onnx file written by `export_onnx`
+                images:torch.Tensor, # N x C x H x W, normalised for the model
+                batch_size:int=64, # images per onnxruntime call
+               ) -> np.ndarray:
+    "The logits (N x outputs) an exported classifier gives `images` under onnxruntime on the CPU."
+    import onnxruntime as ort
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no ONNX file at {path}: write one with export_onnx(model, path)")
+    if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.get_inputs()[0]
+    x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    if x.ndim != 4 or not len(x) or x.shape[1] != expected.shape[1]:
+        raise ValueError(f"{path.name} takes N x {expected.shape[1]} x H x W images, got shape {tuple(x.shape)}")
+    return np.concatenate([session.run(None, {expected.name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 # %% ../nbs/08_models.ipynb #89ca5b5f
 def grey_input(model:CXRClassifier, # a model from build_model (a 3-channel stem, or already grey)

@@ -30,10 +30,10 @@ from .preprocess import InputSpec, NormSpec, get_norm, make_loader
 
 # %% auto #0
 __all__ = ['LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PRECISIONS', 'RESUMABLE_CHANGES', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION',
-           'FitConfig', 'target_columns', 'target_labels', 'masked_loss', 'pos_weights', 'balancing_weights',
-           'EpochWeightedSampler', 'param_groups', 'make_optimizer', 'make_schedule', 'model_record', 'save_checkpoint',
-           'read_checkpoint', 'load_model_state', 'load_trained', 'Predictions', 'evaluate', 'FitResult', 'write_log',
-           'fit', 'plot_history', 'n_shot_indices', 'n_shot_plan']
+           'Objective', 'FitConfig', 'target_columns', 'target_labels', 'masked_loss', 'pos_weights',
+           'balancing_weights', 'EpochWeightedSampler', 'param_groups', 'make_optimizer', 'make_schedule',
+           'model_record', 'save_checkpoint', 'read_checkpoint', 'load_model_state', 'load_trained', 'Predictions',
+           'evaluate', 'FitResult', 'write_log', 'fit', 'plot_history', 'n_shot_indices', 'n_shot_plan']
 
 # %% ../nbs/10_train.ipynb #74ee8bfb
 LOSSES = ("bce", "smooth_l1")                      # classification (U-Ignore masked) and regression (e.g. age)
@@ -41,6 +41,48 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 RESUMABLE_CHANGES = ("epochs", "patience", "checkpoint_every", "num_workers")   # may differ when a run is resumed
+
+def _label_kinds(kinds:dict|None) -> dict|None:
+    if not kinds: return None
+    if not isinstance(kinds, dict): raise ValueError(f"FitConfig.label_losses must be a mapping {{label: loss}}, got {kinds!r}")
+    bad = {k: v for k, v in kinds.items() if v not in LOSSES}
+    if bad: raise ValueError(f"FitConfig.label_losses: {bad} are not losses; each must be one of {LOSSES}")
+    return {str(k): v for k, v in kinds.items()}
+
+def _aux_weights(weights:dict|None) -> dict|None:
+    if not weights: return None
+    if not isinstance(weights, dict): raise ValueError(f"FitConfig.aux_labels must be a mapping {{label: weight}}, got {weights!r}")
+    bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+    if bad: raise ValueError(f"FitConfig.aux_labels: weights {bad} must be numbers > 0 (leave a label out to drop its loss)")
+    return {str(k): float(v) for k, v in weights.items()}
+
+@dataclass
+class Objective:
+    "Per output: its loss kind and weight, and which outputs are auxiliary (trained on, never scored)."
+    names: list
+    kinds: list
+    weights: list
+    aux: list
+
+    @classmethod
+    def of(cls, names:list, loss:str="bce", label_losses:dict|None=None, aux_labels:dict|None=None) -> Objective:
+        "The objective of outputs `names`: `loss` unless `label_losses` says otherwise, weight 1 unless auxiliary."
+        names, label_losses, aux_labels = list(names), label_losses or {}, aux_labels or {}
+        for what, given in (("label_losses", label_losses), ("aux_labels", aux_labels)):
+            unknown = [k for k in given if k not in names]
+            if unknown: raise ValueError(f"FitConfig.{what} names {unknown}, which are not outputs of the model; its outputs: {names}")
+        return cls(names, [label_losses.get(n, loss) for n in names], [aux_labels.get(n, 1.0) for n in names],
+                   [n for n in names if n in aux_labels])
+
+    @property
+    def scored(self) -> list:
+        "Outputs that get an AUROC: classification outputs that are not auxiliary."
+        return [n for n, k in zip(self.names, self.kinds) if k == "bce" and n not in self.aux]
+
+    @property
+    def regressed(self) -> list:
+        "Outputs that get a mean absolute error: regression outputs that are not auxiliary."
+        return [n for n, k in zip(self.names, self.kinds) if k == "smooth_l1" and n not in self.aux]
 
 @dataclass
 class FitConfig:
@@ -55,6 +97,8 @@ class FitConfig:
     schedule: str = "cosine" # one of SCHEDULES: cosine to zero after warm-up, OneCycle, ReduceLROnPlateau on `monitor`
     warmup_epochs: float = 0.0 # linear warm-up (cosine)
     loss: str = "bce" # one of LOSSES; NaN targets are masked out
+    label_losses: dict|None = None # {label: one of LOSSES} for outputs that differ from `loss`, e.g. {"Age scaled": "smooth_l1"}
+    aux_labels: dict|None = None # {label: weight}: auxiliary outputs, weighted in the loss, left out of AUROCs and the monitor
     pos_weight: bool = False # BCE pos_weight = negatives / positives per label, from the training split
     class_weights: list|None = None # one weight per label
     weighted_sampler: bool = False # draw images with weights that balance each label's positives
@@ -79,13 +123,19 @@ class FitConfig:
             raise ValueError(f"learning rates must be > 0, got lr={self.lr!r}, backbone_lr={self.backbone_lr!r}")
         if not re.fullmatch(r"mean_auroc|val_loss|mae|auroc:.+", self.monitor):
             raise ValueError(f"FitConfig.monitor={self.monitor!r}: use 'mean_auroc', 'auroc:<label>', 'val_loss' or 'mae'")
-        if self.loss == "smooth_l1" and self.monitor not in ("val_loss", "mae"):
+        self.label_losses, self.aux_labels = _label_kinds(self.label_losses), _aux_weights(self.aux_labels)
+        kinds = {self.loss, *(self.label_losses or {}).values()}
+        if "bce" not in kinds and self.monitor not in ("val_loss", "mae"):
             raise ValueError(f"a regression loss has no AUROC to monitor ({self.monitor!r}): use monitor='val_loss' or 'mae'")
         if self.unfreeze is not None:   # params files give keys as strings
             self.unfreeze = {int(k): v for k, v in self.unfreeze.items()}
 
     @property
     def maximise(self) -> bool: return self.monitor not in ("val_loss", "mae")
+
+    def objective(self, names:list) -> Objective:
+        "The loss kind and weight of each of the outputs `names`; labels in `label_losses` or `aux_labels` that are not outputs are an error."
+        return Objective.of(names, self.loss, self.label_losses, self.aux_labels)
 
     def changes(self, other:FitConfig) -> dict:
         "The fields that differ from `other`, as {name: (other's, self's)}."
@@ -121,17 +171,21 @@ def target_labels(model:nn.Module, data:Dataset) -> np.ndarray:
 # %% ../nbs/10_train.ipynb #d1dc9609
 def masked_loss(logits:torch.Tensor, # N x C model outputs
                 targets:torch.Tensor, # N x C: 1 / 0 (or real values for smooth-L1); NaN = unknown, left out
-                kind:str="bce", # one of LOSSES
+                kind:str|list="bce", # one of LOSSES, or one per column (mixed outputs)
                 pos_weight:torch.Tensor|None=None, # C: BCE weight of the positive term
                 class_weights:torch.Tensor|None=None, # C: weight of each label's term
                ) -> torch.Tensor:
     "Mean loss over the known targets; a batch with none gives a zero that still carries the graph."
     known = ~torch.isnan(targets)
     filled = torch.where(known, targets, torch.zeros_like(targets))
-    if kind == "bce":
-        per = nn.functional.binary_cross_entropy_with_logits(logits, filled, pos_weight=pos_weight, reduction="none")
-    elif kind == "smooth_l1": per = nn.functional.smooth_l1_loss(logits, filled, reduction="none")
-    else: raise ValueError(f"unknown loss {kind!r}; one of {LOSSES}")
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    if set(kinds) - set(LOSSES): raise ValueError(f"unknown loss {sorted(set(kinds) - set(LOSSES))}; one of {LOSSES}")
+    if not isinstance(kind, str) and len(kinds) != logits.shape[-1]:
+        raise ValueError(f"{len(kinds)} loss kinds for {logits.shape[-1]} outputs: give one per output")
+    per = {k: nn.functional.binary_cross_entropy_with_logits(logits, filled, pos_weight=pos_weight, reduction="none") if k == "bce"
+           else nn.functional.smooth_l1_loss(logits, filled, reduction="none") for k in set(kinds)}
+    if len(per) == 1: per = per[kinds[0]]
+    else: per = torch.where(torch.tensor([k == "smooth_l1" for k in kinds], device=logits.device), per["smooth_l1"], per["bce"])
     if class_weights is not None: per = per * class_weights
     return (per * known).sum() / known.sum().clamp(min=1)
 
@@ -344,22 +398,37 @@ class Predictions:
     ids: np.ndarray
     names: list
     loss: float = float("nan")
+    objective: Objective|None = None # loss kind and weight per output, auxiliary outputs (None: all BCE, none auxiliary)
+    task_loss: float = float("nan") # the loss without the auxiliary outputs (when there are some)
 
     @property
     def probabilities(self) -> np.ndarray:
         "Sigmoid of the scores: what fixed thresholds, calibration and `cxr_nb.metrics.report` read."
         return 1 / (1 + np.exp(-self.scores.astype(np.float64)))
 
+    def _objective(self, kind:str="bce") -> Objective: return self.objective or Objective.of(self.names, kind)
+
+    def findings(self) -> Predictions:
+        "Only the outputs that are scored by AUROC (classification, not auxiliary): what a study reports."
+        keep = [self.names.index(n) for n in self._objective().scored]
+        return Predictions(self.scores[:, keep], self.labels[:, keep], self.ids, [self.names[j] for j in keep], self.loss)
+
     def aurocs(self) -> dict:
-        "AUROC per label (NaN where undefined) and their mean over the labels that have one."
-        per = {n: auroc_or_reason(self.labels[:, j], self.scores[:, j])[0] for j, n in enumerate(self.names)}
-        scored = [v for v in per.values() if not np.isnan(v)]
-        return {"mean_auroc": float(np.mean(scored)) if scored else float("nan"), **{f"auroc:{n}": v for n, v in per.items()}}
+        "AUROC per scored label (NaN where undefined) and their mean over the labels that have one."
+        scored = set(self._objective().scored)
+        per = {n: auroc_or_reason(self.labels[:, j], self.scores[:, j])[0] for j, n in enumerate(self.names) if n in scored}
+        defined = [v for v in per.values() if not np.isnan(v)]
+        return {"mean_auroc": float(np.mean(defined)) if defined else float("nan"), **{f"auroc:{n}": v for n, v in per.items()}}
 
     def metrics(self, kind:str="bce") -> dict:
-        "The validation metrics `fit` logs: loss and AUROCs (classification) or mean absolute error (regression)."
-        if kind == "smooth_l1": return {"val_loss": self.loss, "mae": float(np.nanmean(np.abs(self.scores - self.labels)))}
-        return {"val_loss": self.loss, **self.aurocs()}
+        "The validation metrics `fit` logs: loss, AUROCs (classification) and mean absolute error (regression); auxiliary outputs left out."
+        obj = self._objective(kind)
+        out = {"val_loss": self.loss, **({"val_task_loss": self.task_loss} if obj.aux else {})}
+        if obj.scored: out.update(self.aurocs())
+        if obj.regressed:
+            j = [self.names.index(n) for n in obj.regressed]
+            out["mae"] = float(np.nanmean(np.abs(self.scores[:, j] - self.labels[:, j])))
+        return out
 
 @torch.no_grad()
 def evaluate(model:nn.Module, # a classifier (logits out)
@@ -367,6 +436,7 @@ def evaluate(model:nn.Module, # a classifier (logits out)
              batch_size:int=64, accelerator=None, # `accelerator` gathers across processes
              loss:str="bce", # the loss reported beside the predictions
              progress:bool=False,
+             label_losses:dict|None=None, aux_labels:dict|None=None, # mixed and auxiliary outputs, as in `FitConfig`
             ) -> Predictions:
     "Outputs, matched labels and item ids of `data`, in eval mode, gathered across processes without duplicates."
     loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, train=False)
@@ -382,8 +452,12 @@ def evaluate(model:nn.Module, # a classifier (logits out)
             scores.append(out.cpu()); labels.append(lab.cpu()); ids.append(idx.cpu())
     finally: model.train(was)
     s, y = torch.cat(scores), torch.cat(labels)
-    return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), list(classifier_of(model).pathologies),
-                       float(masked_loss(s, y, loss)))
+    names = list(classifier_of(model).pathologies)
+    obj = Objective.of(names, loss, label_losses, aux_labels) if label_losses or aux_labels else None
+    if obj is None: return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), names, float(masked_loss(s, y, loss)))
+    task = [j for j, n in enumerate(names) if n not in obj.aux]
+    return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), names, float(masked_loss(s, y, obj.kinds, class_weights=torch.tensor(obj.weights))),
+                       obj, float(masked_loss(s[:, task], y[:, task], [obj.kinds[j] for j in task])) if obj.aux else float("nan"))
 
 # %% ../nbs/10_train.ipynb #69c062a8
 @dataclass
@@ -441,13 +515,15 @@ class _Run:
         self.config, self.out_dir, self.p = config, out_dir, progress
         self.acc = _accelerator(config)
         self.names, self.columns = list(classifier_of(model).pathologies), target_columns(model, train_data)
+        self.objective = config.objective(self.names)
         train_labels = target_labels(model, train_data)
         self.monitor_check(target_labels(model, val_data))
         dev = self.acc.device
-        self.pos_weight = pos_weights(train_labels, self.names).to(dev) if config.pos_weight else None
-        self.class_weights = None if config.class_weights is None else torch.tensor(config.class_weights, dtype=torch.float32, device=dev)
-        if self.class_weights is not None and len(self.class_weights) != len(self.names):
-            raise ValueError(f"class_weights has {len(self.class_weights)} values for {len(self.names)} labels {self.names}")
+        self.pos_weight = self._pos_weight(train_labels).to(dev) if config.pos_weight else None
+        if config.class_weights is not None and len(config.class_weights) != len(self.names):
+            raise ValueError(f"class_weights has {len(config.class_weights)} values for {len(self.names)} labels {self.names}")
+        weights = np.asarray(config.class_weights or np.ones(len(self.names)), np.float32) * np.asarray(self.objective.weights, np.float32)
+        self.class_weights = None if config.class_weights is None and not self.objective.aux else torch.tensor(weights, device=dev)
         self.apply_policy(model, progress["epoch"])
         train_loader = _train_loader(train_data, train_labels, config)
         val_loader = make_loader(val_data, config.batch_size, train=False, num_workers=config.num_workers)
@@ -455,13 +531,25 @@ class _Run:
             model, make_optimizer(model, config), train_loader, val_loader)
         self.scheduler = make_schedule(self.optimizer, config, len(self.train_loader))
 
+    def _pos_weight(self, train_labels:np.ndarray) -> torch.Tensor:
+        "`pos_weights` of the classification outputs; 1 for regression outputs."
+        bce = [j for j, k in enumerate(self.objective.kinds) if k == "bce"]
+        weight = torch.ones(len(self.names))
+        weight[bce] = pos_weights(train_labels[:, bce], [self.names[j] for j in bce])
+        return weight
+
     def monitor_check(self, val_labels:np.ndarray):
         "Refuse a monitored metric the validation split cannot give."
-        m = self.config.monitor
-        if m.startswith("auroc:") and m[6:] not in self.names:
-            raise ValueError(f"monitor {m!r}: the model has no label {m[6:]!r}; its labels: {self.names}")
+        m, obj = self.config.monitor, self.objective
+        if m.startswith("auroc:") and m[6:] not in obj.scored:
+            raise ValueError(f"monitor {m!r}: the model has no label {m[6:]!r} among its scored outputs {obj.scored} "
+                             "(auxiliary and regression outputs get none)")
+        if m == "mae" and not obj.regressed: raise ValueError(f"monitor 'mae' needs a regression output that is not auxiliary; outputs: {obj.names}")
+        if m == "mean_auroc" and not obj.scored:
+            raise ValueError(f"monitor 'mean_auroc' needs a classification output that is not auxiliary; outputs {obj.names} "
+                             "are all auxiliary or regression: monitor 'val_loss'")
         scored = [n for n, col in zip(self.names, val_labels.T) if (col == 1).any() and (col == 0).any()]
-        wanted = self.names if m == "mean_auroc" else [m[6:]] if m.startswith("auroc:") else None
+        wanted = obj.scored if m == "mean_auroc" else [m[6:]] if m.startswith("auroc:") else None
         if wanted is not None and not set(wanted) & set(scored):
             raise ValueError(f"monitor {m!r} is undefined: no label of {wanted} has both classes in the validation split")
 
@@ -498,7 +586,7 @@ def _train_step(run:_Run, batch:dict) -> tuple[float, int]:
     run.model.train()
     logits = run.model(batch["img"])
     targets = batch["lab"][:, run.columns].float()
-    loss = masked_loss(logits.float(), targets, run.config.loss, run.pos_weight, run.class_weights)
+    loss = masked_loss(logits.float(), targets, run.objective.kinds, run.pos_weight, run.class_weights)
     run.optimizer.zero_grad(set_to_none=True)
     run.acc.backward(loss)
     if run.config.grad_clip: run.acc.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
@@ -536,7 +624,8 @@ def _end_epoch(run:_Run, epoch:int):
     "Validate, log, keep the best, write `last`, and decide whether to stop."
     p, config = run.p, run.config
     start = time.perf_counter()
-    preds = evaluate(run.model, run.val_loader, accelerator=run.acc, loss=config.loss)
+    preds = evaluate(run.model, run.val_loader, accelerator=run.acc, loss=config.loss, label_losses=config.label_losses,
+                     aux_labels=config.aux_labels)
     metrics = preds.metrics(config.loss)
     lrs = {f"lr:{g['name']}": g["lr"] for g in run.optimizer.param_groups}
     p["history"].append({"epoch": epoch + 1, "step": p["global_step"], "train_loss": p["loss_sum"] / max(p["seen"], 1),

@@ -223,7 +223,8 @@ def overlay(gray:np.ndarray, # H x W film (uint8, or float in [0, 1])
     if not 0 <= alpha <= 1: raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     film = gray.astype(np.float32) / 255 if gray.dtype == np.uint8 else gray.astype(np.float32)
     colours = plt.get_cmap(cmap)(np.clip(heat, 0, 1))[..., :3]
-    return (1 - alpha) * np.repeat(film[..., None], 3, axis=2) + alpha * colours
+    blend = (1 - alpha) * np.repeat(film[..., None], 3, axis=2) + alpha * colours
+    return np.clip(blend, 0, 1)          # float rounding lands a hair above 1, which matplotlib warns about
 
 def show_maps(gray:np.ndarray, # N x H x W films
               maps:dict, # title -> N x H x W maps (one column each)
