@@ -31,12 +31,12 @@ import torch
 # %% auto #0
 __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PACKAGES', 'RUN_STATUSES', 'SECRET_WORDS',
            'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'STAGE_TAG', 'HEADLINE_WEIGHTS', 'project_root',
-           'data_root', 'outputs_root', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed', 'seed_worker',
-           'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info', 'now_iso',
-           'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable', 'writable_dir',
-           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash', 'write_json',
-           'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci', 'RunManifest',
-           'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
+           'data_root', 'outputs_root', 'run_folder', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed',
+           'seed_worker', 'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info',
+           'now_iso', 'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable',
+           'writable_dir', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash',
+           'write_json', 'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci',
+           'RunManifest', 'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -67,6 +67,11 @@ def data_root() -> Path:
 def outputs_root() -> Path:
     "Root of runs, `outputs/<study>/<run>/`: `CXR_OUTPUTS` or `<project>/outputs`."
     return Path(os.environ.get(ENV_OUTPUTS) or project_root()/"outputs").expanduser()
+
+def run_folder(path:str|Path) -> Path:
+    "A run folder named in a params file: absolute, or relative to the outputs root, e.g. 'pretraining/demo' (a study reading another's run)."
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else outputs_root()/path
 
 # %% ../nbs/00_core.ipynb #e1926d4a
 def weight_caches() -> dict[str, Path]:
@@ -383,10 +388,13 @@ def format_table(rows:list[dict]) -> str:
     line = lambda vals: "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(vals, width, numeric)).rstrip()
     return "\n".join([line(map(str, cols)), line(["-"*w for w in width]), *map(line, cells)])
 
-# %% ../nbs/00_core.ipynb #d71bbf8b
-def format_ci(value, lo, hi, # a number and its interval (None or NaN: undefined, as metrics.json writes NaN)
-              digits:int=3) -> str:
+# %% ../nbs/00_core.ipynb #ce3c8302
+def format_ci(value, lo=None, hi=None, # a number and its interval (None or NaN: undefined, as metrics.json writes NaN)
+              digits:int=3,
+              key:str="value", # when `value` is a row (a dict or Series with `key`, "lo" and "hi"): its number's name
+             ) -> str:
     "'value [lo, hi]' as text, every printed AUROC's shape; 'undefined' for a missing value."
+    if hasattr(value, "keys"): value, lo, hi = value[key], value["lo"], value["hi"]
     missing = lambda v: v is None or not np.isfinite(v)
     number = lambda v: "undefined" if missing(v) else f"{v:.{digits}f}"
     return "undefined" if missing(value) else f"{number(value)} [{number(lo)}, {number(hi)}]"
@@ -509,8 +517,10 @@ class RunFolder:
                 ) -> dict:
         "Note a number the run stands for; `outputs/index.html` and the README's Results show these (`cxr_nb.runner`)."
         if weights not in HEADLINE_WEIGHTS: raise ValueError(f"headline {name!r}: weights={weights!r} is not one of {HEADLINE_WEIGHTS}")
-        value = float(value)
+        value = int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else float(value)  # a count stays one
         if (lo is None) != (hi is None): raise ValueError(f"headline {name!r}: give both ends of the CI or neither (lo={lo}, hi={hi})")
+        if not np.isfinite(value): value = lo = hi = None          # undefined (e.g. an AUROC with one class): said so, not refused
+        elif lo is not None and not (np.isfinite(lo) and np.isfinite(hi)): lo = hi = None   # one film: no interval
         if lo is not None and not float(lo) <= value <= float(hi):
             raise ValueError(f"headline {name!r}: the CI [{lo}, {hi}] does not contain its value {value}")
         if n is not None and (not float(n).is_integer() or n < 1): raise ValueError(f"headline {name!r}: n must be a positive count, got {n!r}")

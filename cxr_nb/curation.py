@@ -21,7 +21,7 @@ import pandas as pd
 from .labels import CHEXPERT_LABELS, SHIPPED_CSV, xrv_data_file
 
 # %% auto #0
-__all__ = ['PADCHEST_COLUMNS', 'SPLITS', 'PADCHEST_EXCLUDE', 'FRONTAL_PROJECTIONS', 'PADCHEST_PROJECTIONS',
+__all__ = ['PADCHEST_COLUMNS', 'SPLITS', 'PADCHEST_EXCLUDE', 'FRONTAL_PROJECTIONS', 'PADCHEST_PROJECTIONS', 'RARE_THRESHOLDS',
            'CHEXPERT_FRONTAL_TRAIN_COUNTS', 'require_columns', 'load_padchest_csv', 'load_chexpert_csv',
            'PatientLeakageError', 'patient_ids', 'assert_no_patient_overlap', 'patient_overlap', 'split_summary',
            'hash_modulus', 'hash_is_val', 'require_splits', 'hash_patient_split', 'grouped_patient_split',
@@ -386,13 +386,15 @@ def _finding_counts(images:pd.DataFrame, patient_col:str) -> pd.DataFrame:
     t.insert(2, "total", t["train"] + t["val"])
     return t.sort_values(["total", "train"], ascending=False).rename_axis("finding")
 
+RARE_THRESHOLDS = {"min_train": 15, "min_val": 4}   # the PadChest study's least training / validation images per finding
+
 def select_rare_findings(df:pd.DataFrame, # PadChest-layout table (ImageDir, Projection, PatientID, Labels)
                          image_dirs=None, # ImageDir values (zips) to use; None or empty: all
                          projections=FRONTAL_PROJECTIONS, # projections to keep
                          exclude=PADCHEST_EXCLUDE, # {group: [labels]} or a flat list of labels to exclude
                          val_frac:float=0.2, # share of validation patients in the md5 split
-                         min_train:int=15, # least training images of a selected finding
-                         min_val:int=4, # least validation images of a selected finding
+                         min_train:int=RARE_THRESHOLDS["min_train"], # least training images of a selected finding
+                         min_val:int=RARE_THRESHOLDS["min_val"], # least validation images of a selected finding
                          unknown_exclusions:str="error", # an excluded label not in the data: "error", "warn", "ignore"
                          patient_col:str="PatientID", # patient column
                          labels_col:str="Labels", # column of stringified label lists

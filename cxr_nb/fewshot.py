@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import outputs_root
-from .curation import require_columns
+from .core import run_folder
+from .curation import RARE_THRESHOLDS, require_columns
 from .datasets import CXRDataset, LabelMatcher
 from .explain.cams import layer_panel, show_maps
 from .explain.perturb import random_maps
@@ -35,13 +35,13 @@ from .train import n_shot_plan
 
 # %% auto #0
 __all__ = ['REFERENCE_SELECTION', 'BACKBONE_KEYS', 'METHODS', 'LAYERS', 'scaled_thresholds', 'curated_dataset', 'synth_finding',
-           'sweep_plan', 'Backbone', 'check_backbones', 'run_folder', 'load_backbones', 'equivalent_stage',
-           'split_backbone', 'SweepFeatures', 'sweep_features', 'probe_scores', 'FinetuneConfig', 'prototype_init',
-           'finetune_scores', 'run_cell', 'run_sweep', 'sweep_summary', 'paired_difference', 'plot_auroc_vs_shots',
+           'sweep_plan', 'Backbone', 'check_backbones', 'load_backbones', 'equivalent_stage', 'split_backbone',
+           'SweepFeatures', 'sweep_features', 'probe_scores', 'FinetuneConfig', 'prototype_init', 'finetune_scores',
+           'run_cell', 'run_sweep', 'sweep_summary', 'paired_difference', 'comparison_pairs', 'plot_auroc_vs_shots',
            'layer_localization', 'layer_figure']
 
 # %% ../nbs/17_fewshot.ipynb #cb77163e
-REFERENCE_SELECTION = {"frontal_images": 34_500, "min_train": 15, "min_val": 4}   # the source study's set and its thresholds
+REFERENCE_SELECTION = {"frontal_images": 34_500, **RARE_THRESHOLDS}   # the source study's frontal films and its thresholds
 
 def scaled_thresholds(frontal_images:int, # frontal films of the set being curated
                       floor:tuple=(1, 3), # the least (train, val) films a finding may have, whatever the size
@@ -122,10 +122,6 @@ def check_backbones(backbones:dict) -> dict:
         out[str(name)] = s
     return out
 
-def run_folder(path:str|Path) -> Path:
-    "A run folder given in a params file: absolute, or relative to the outputs root (`CXR_OUTPUTS`), e.g. 'pretraining/demo'."
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else outputs_root()/path
 
 # %% ../nbs/17_fewshot.ipynb #23537f49
 def _fed_at(model:CXRClassifier, size:int) -> InputSpec:
@@ -392,6 +388,24 @@ def paired_difference(results:pd.DataFrame, # `run_sweep`
     d = paired_bootstrap(y, sa, sb, patients=patients, n_resamples=n_resamples, ci=ci, seed=seed).loc["mean"]
     return {"a": " / ".join(a), "b": " / ".join(b), "n": int(n), "diff": float(d["diff"]), "lo": float(d.lo), "hi": float(d.hi),
             "p": float(d.p), "excludes_0": bool(d.lo > 0 or d.hi < 0), "trials": len(shared), "films": len(y)}
+
+def comparison_pairs(arms:dict, # name -> Backbone (`load_backbones`)
+                     methods=METHODS, # the methods swept
+                    ) -> pd.DataFrame:
+    "The paired comparisons of a sweep: fine-tune - probe per arm, and each pretrained arm - a random init of the same network."
+    rows = [{"a": (n, "fine-tune"), "b": (n, "linear probe"), "note": ""} for n in arms if set(methods) >= set(METHODS)]
+    random = {n: b for n, b in arms.items() if b.record["weights_source"] == "none"}
+    for name, arm in arms.items():
+        if name in random: continue
+        model = arm.model.spec
+        same = [r for r, b in random.items() if b.model.spec.name == model.name]
+        alike = [r for r, b in random.items() if b.model.spec.arch == model.arch and b.model.spec.name != model.name]
+        if not same + alike: continue                       # no random init of this network: nothing fair to subtract
+        ref = (same + alike)[0]
+        note = "" if same else (f"random init of {random[ref].model.spec.name}: the same {model.arch}, with its own stem and "
+                                "input normalisation")
+        rows += [{"a": (name, m), "b": (ref, m), "note": note} for m in methods]
+    return pd.DataFrame(rows, columns=["a", "b", "note"])
 
 # %% ../nbs/17_fewshot.ipynb #74d48c45
 def plot_auroc_vs_shots(summary:pd.DataFrame, # `sweep_summary` by backbone, method, n

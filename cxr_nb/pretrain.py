@@ -31,7 +31,7 @@ __all__ = ['PRETEXT_LABELS', 'PRETEXT_LOSSES', 'LATERAL_LABEL', 'AGE_CENTRE', 'A
            'BACKBONE_WEIGHTS', 'BACKBONE_CARD', 'parse_age', 'pretext_targets', 'with_pretext', 'at_resolution',
            'barlow_twins_loss', 'projector', 'twin_augment', 'TwinViews', 'BarlowTwins', 'pretrain_barlow_twins',
            'backbone_folder', 'check_card', 'save_backbone', 'find_backbones', 'load_backbone', 'paired_contrasts',
-           'contrast_sentence']
+           'contrast_sentence', 'overfitting_summary']
 
 # %% ../nbs/16_pretrain.ipynb #3d84ddbc
 PRETEXT_LABELS = ("AP view", "Male", "Age scaled")     # the pretext outputs: AP (1) / PA (0), male (1) / female (0), (age - 50) / 25
@@ -299,3 +299,15 @@ def contrast_sentence(name:str, row:pd.Series) -> str:
                if row["excludes_0"] else "the CI includes 0: no difference shown on these films")
     return (f"{name}: mean AUROC {row['a']} - {row['b']} = {format_ci(row['diff'], row['lo'], row['hi'])} "
             f"(paired bootstrap, n={int(row['n'])} test films, {int(row['labels'])} labels); {verdict}.")
+
+# %% ../nbs/16_pretrain.ipynb #c2689824
+def overfitting_summary(history:pd.DataFrame, # a fit log (`FitResult.history`) or Barlow Twins history: `epoch` and `column`
+                        column:str="val_loss") -> dict:
+    "Epochs run, the epoch of the lowest `column`, and its rise from there to the last epoch."
+    if column not in history or "epoch" not in history:
+        raise ValueError(f"the history needs 'epoch' and {column!r} columns; it has {list(history.columns)}")
+    h = history.dropna(subset=[column])
+    if h.empty: raise ValueError(f"no epoch of the history has a {column!r}: nothing to read overfitting from")
+    low = h.loc[h[column].idxmin()]
+    return {"epochs": int(h.epoch.max()), "lowest validation loss at epoch": int(low.epoch),
+            "rise after it": float(h[column].iloc[-1] - low[column])}

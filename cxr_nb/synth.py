@@ -24,9 +24,9 @@ from .labels import (CHEXPERT_LABELS, NIH_BBOX_CSV, NIH_BBOX_LABELS, NIH_CSV, PA
 
 # %% auto #0
 __all__ = ['DEVICES', 'PRIORS', 'SITES', 'ANATOMY_MASKS', 'LAYOUTS', 'DEFAULT_SITE', 'MANIFEST_NAME', 'TRUTH_NAME',
-           'SYNTH_VERSION', 'sample_findings', 'SiteProfile', 'Patient', 'make_patient', 'Shortcut', 'SynthStudy',
-           'render_study', 'layout_priors', 'padchest_labels', 'write_dataset', 'read_truth', 'mask_file',
-           'read_mask_file', 'load_masks', 'synth_root']
+           'SYNTH_VERSION', 'PADCHEST_RARE_PRIORS', 'sample_findings', 'SiteProfile', 'Patient', 'make_patient',
+           'Shortcut', 'SynthStudy', 'render_study', 'layout_priors', 'padchest_labels', 'write_dataset', 'read_truth',
+           'mask_file', 'read_mask_file', 'load_masks', 'synth_root']
 
 # %% ../nbs/02_synth.ipynb #fb26e227
 DEVICES = ("endotracheal tube", "central venous catheter", "pacemaker", "nasogastric tube")
@@ -675,14 +675,15 @@ def _frontal_view(site, r, kind):
     if kind == "padchest" and ap and r.random() < 0.3: return "AP_horizontal"
     return "AP" if ap else "PA"
 
+# the PadChest layout's rare findings, at about their PadChest frequencies among frontal films (the few-shot study's targets)
+PADCHEST_RARE_PRIORS = {"Hiatal Hernia": .016, "Callus Rib Fracture": .02, "Fibrosis": .008, "Bronchiectasis": .015}
+
 def layout_priors(kind:str) -> dict:
     "Finding prevalences of a layout's population: CheXpert's inpatients are sicker than NIH's or PadChest's."
     if kind == "chexpert": return dict(PRIORS)
     scale = {"nih": 0.55, "padchest": 0.55, "pneumonia": 0.0}[kind]
     pr = {f: p * scale for f, p in PRIORS.items()}
-    if kind == "padchest":   # its rare findings, at about their PadChest frequencies among frontal films
-        pr.update({"Hiatal Hernia": .016, "Callus Rib Fracture": .02, "Fibrosis": .008, "Bronchiectasis": .015,
-                   "Support Devices": .12})
+    if kind == "padchest": pr.update({**PADCHEST_RARE_PRIORS, "Support Devices": .12})
     return pr
 
 def _plan(kind, n, seed, site, priors, valid_frac, lateral_p):

@@ -33,7 +33,8 @@ __all__ = ['LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PRECISIONS', 'RESUMABLE_CHANGES
            'Objective', 'FitConfig', 'target_columns', 'target_labels', 'masked_loss', 'pos_weights',
            'balancing_weights', 'EpochWeightedSampler', 'param_groups', 'make_optimizer', 'make_schedule',
            'model_record', 'save_checkpoint', 'read_checkpoint', 'load_model_state', 'load_trained', 'Predictions',
-           'evaluate', 'FitResult', 'write_log', 'fit', 'plot_history', 'n_shot_indices', 'n_shot_plan']
+           'evaluate', 'FitResult', 'write_log', 'fit', 'plot_history', 'Stage', 'trainable_by_stage', 'fit_stages',
+           'stage_table', 'plot_stages', 'n_shot_indices', 'n_shot_plan']
 
 # %% ../nbs/10_train.ipynb #74ee8bfb
 LOSSES = ("bce", "smooth_l1")                      # classification (U-Ignore masked) and regression (e.g. age)
@@ -98,7 +99,7 @@ class FitConfig:
     warmup_epochs: float = 0.0 # linear warm-up (cosine)
     loss: str = "bce" # one of LOSSES; NaN targets are masked out
     label_losses: dict|None = None # {label: one of LOSSES} for outputs that differ from `loss`, e.g. {"Age scaled": "smooth_l1"}
-    aux_labels: dict|None = None # {label: weight}: auxiliary outputs, weighted in the loss, left out of AUROCs and the monitor
+    aux_labels: dict|None = None # {label: weight}: auxiliary outputs, weighted in the loss (and `val_loss`; `val_task_loss` is without them), left out of AUROCs and AUROC monitors
     pos_weight: bool = False # BCE pos_weight = negatives / positives per label, from the training split
     class_weights: list|None = None # one weight per label
     weighted_sampler: bool = False # draw images with weights that balance each label's positives
@@ -387,6 +388,8 @@ def load_trained(path:str|Path) -> nn.Module:
     load_model_state(model, tensors, path)
     classifier_of(model).weights = WeightsChoice("checkpoint", Path(path), note=f"trained from {info['weights']} weights",
                                        card=info.get("standin_card"))
+    config = record.get("config") or {}
+    classifier_of(model).objective = {k: config.get(k) for k in ("loss", "label_losses", "aux_labels") if config.get(k)}
     return model.eval()
 
 # %% ../nbs/10_train.ipynb #a9f5cd56
@@ -453,6 +456,9 @@ def evaluate(model:nn.Module, # a classifier (logits out)
     finally: model.train(was)
     s, y = torch.cat(scores), torch.cat(labels)
     names = list(classifier_of(model).pathologies)
+    if label_losses is None and aux_labels is None:          # the objective it was trained with (`fit`, `load_trained`)
+        saved = getattr(classifier_of(model), "objective", None) or {}
+        label_losses, aux_labels = saved.get("label_losses"), saved.get("aux_labels")
     obj = Objective.of(names, loss, label_losses, aux_labels) if label_losses or aux_labels else None
     if obj is None: return Predictions(s.numpy(), y.numpy(), torch.cat(ids).numpy(), names, float(masked_loss(s, y, loss)))
     task = [j for j, n in enumerate(names) if n not in obj.aux]
@@ -679,6 +685,7 @@ def fit(model:nn.Module, # a CXRClassifier (or a peft model around one): logits 
             _train_epoch(run, epoch, progress, on_step)
             if _end_epoch(run, epoch): break
     finally: run.acc.unwrap_model(run.model, keep_fp32_wrapper=False)   # the caller's model without accelerate's autocast
+    classifier_of(model).objective = {k: getattr(config, k) for k in ("loss", "label_losses", "aux_labels") if getattr(config, k)}
     if run.acc.is_main_process:
         fig = plot_history(pd.DataFrame(progress_state["history"]), config.monitor)
         fig.savefig(out_dir/"curves.png", dpi=110, bbox_inches="tight")
@@ -705,6 +712,73 @@ def plot_history(history:pd.DataFrame, # `FitResult.history` (or log.csv)
         ax_metric.set(xlabel="epoch", ylabel=monitor, title=f"validation {monitor} (best: epoch {history.epoch[best]})")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/10_train.ipynb #57542e11
+@dataclass
+class Stage:
+    "One stage of a staged fine-tune: its name, what it trains (a `set_trainable` policy) and how."
+    name: str # e.g. "stage 1: head"
+    policy: str # "head", "full" or "from:<stage>"
+    config: FitConfig
+
+def trainable_by_stage(model:nn.Module) -> dict:
+    "Trainable parameters per network stage (spec.stages) and in the head, and how many BatchNorm layers are in train mode."
+    m = classifier_of(model)
+    parts = {s: m.backbone.get_submodule(s) for s in m.spec.stages} | {"head": m.head}
+    counts = {s: sum(p.numel() for p in part.parameters() if p.requires_grad) for s, part in parts.items()}
+    norms = [x for x in m.backbone.modules() if isinstance(x, nn.modules.batchnorm._BatchNorm)]
+    return {**counts, "BatchNorm layers": len(norms), "BatchNorm in train mode": sum(x.training for x in norms)}
+
+def fit_stages(model:nn.Module, train_data:Dataset, val_data:Dataset, # as for `fit`
+               out_dir:str|Path, # one sub-folder per stage
+               stages:list, # `Stage`s, in order
+               freeze_bn:bool=True, # BatchNorm in eval mode and frozen in every stage
+               progress:bool=False,
+              ) -> tuple[nn.Module, dict]:
+    "Run each stage as its own `fit` from the previous stage's best checkpoint; the last best model and {stage: record}."
+    if not stages or not all(isinstance(s, Stage) for s in stages): raise ValueError(f"stages must be a list of Stage, got {stages!r}")
+    records = {}
+    for i, stage in enumerate(stages):
+        report = set_trainable(classifier_of(model), stage.policy, freeze_bn=freeze_bn)
+        model.train()
+        trains = trainable_by_stage(model)
+        result = fit(model, train_data, val_data, Path(out_dir)/f"stage{i + 1}", stage.config, resume=True, progress=progress)
+        records[stage.name] = {"result": result, "report": report, "trains": trains, "config": stage.config,
+                               "stage_names": list(classifier_of(model).spec.stages)}
+        model = load_trained(result.best_checkpoint)        # the best epoch of this stage: where the next one starts
+    return model, records
+
+def stage_table(records:dict) -> pd.DataFrame:
+    "What each stage trained (`fit_stages`): parameters by network stage, the trainable share, learning rates, optimiser."
+    rows = {}
+    for stage, s in records.items():
+        c, r = s["config"], s["report"]
+        frozen = sum(v for k, v in s["trains"].items() if k in s["stage_names"]) == 0
+        rows[stage] = {**s["trains"], "trainable": f"{r['trainable']:,} of {r['total']:,} ({r['percent']}%)",
+                       "lr backbone": "frozen" if frozen else f"{c.backbone_lr or c.lr:.0e}", "lr head": f"{c.lr:.0e}",
+                       "optimiser, schedule": f"{c.optimizer}, {c.schedule}"}
+    return pd.DataFrame(rows)
+
+# %% ../nbs/10_train.ipynb #362f0097
+def plot_stages(records:dict, # `fit_stages`
+                title:str="") -> tuple:
+    "Training and validation loss, and the monitored metric, over all stages; dashed lines where a stage begins. Returns (figure, history)."
+    parts, start = [], 0
+    for stage, s in records.items():
+        h = s["result"].history.assign(stage=stage)
+        h["epoch"] += start
+        start += len(h); parts.append(h)
+    hist = pd.concat(parts)
+    metric = "mean_auroc" if "mean_auroc" in hist and hist.mean_auroc.notna().any() else next(iter(records.values()))["config"].monitor
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3), layout="constrained")
+    a.plot(hist.epoch, hist.train_loss, "o-", label="train"); a.plot(hist.epoch, hist.val_loss, "o-", label="validation")
+    b.plot(hist.epoch, hist[metric], "o-", color="C2")
+    for ax in (a, b):
+        for edge in hist.groupby("stage", sort=False).epoch.min().iloc[1:]: ax.axvline(edge - 0.5, color="grey", ls="--", lw=1)
+    a.set(xlabel="epoch (all stages)", ylabel="loss", title=f"{title}: loss" if title else "loss"); a.legend(fontsize=8)
+    b.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric} (dashed: next stage)")
+    return fig, hist
 
 # %% ../nbs/10_train.ipynb #bc58794a
 def _classes(labels:np.ndarray, names:list, finding:str) -> tuple[np.ndarray, np.ndarray]:

@@ -520,3 +520,43 @@ def test_synth_sigterm_exits_143_and_removes_its_staging_folder(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143 and stderr.strip().startswith("cxr-nb: interrupted by SIGTERM"), stderr
     assert "Traceback" not in stderr and list(tmp_path.iterdir()) == []
+
+
+# --- issue 13: headlines, the index page and the README's results -------------------------------------------------
+
+@pytest.mark.parametrize("args, named", [
+    (("AUROC", 0.9, 0.7, 0.8), ["does not contain its value 0.9"]),
+    (("AUROC", 0.9, 0.7), ["both ends of the CI"]),
+    (("AUROC", 0.9), ["weights='imagenet'", "not one of"]),
+])
+def test_headline_refuses_a_number_that_cannot_be_true(tmp_path, args, named):
+    run = RunFolder(tmp_path/"run")
+    kw = {"weights": "imagenet"} if len(args) == 2 else {}
+    refused(lambda: run.headline(*args, **kw), ValueError, *named)
+
+
+def test_headline_refuses_a_negative_n_and_a_second_number_of_the_same_name(tmp_path):
+    run = RunFolder(tmp_path/"run")
+    refused(lambda: run.headline("films", 3, n=-2), ValueError, "'films'", "-2")
+    run.headline("films", 3)
+    refused(lambda: run.headline("films", 4), ValueError, "'films'", "already noted")
+
+
+def test_report_renders_around_a_half_written_notebook(tmp_path):
+    "A run whose executed notebook is cut short: its row says the notebook was not rendered, and the page is written."
+    folder = tmp_path/"outputs"/"toy"/"demo"
+    folder.mkdir(parents=True)
+    write_json(folder/MANIFEST, {"study": "toy", "run": "demo", "status": "completed", "notebook": "07_toy.ipynb",
+                                 "duration_s": 3.0})
+    (folder/"07_toy.ipynb").write_text('{"cells": [')
+    assert main(["report", "--outputs", str(tmp_path/"outputs"), "--quiet"]) == 0
+    page = (tmp_path/"outputs"/"index.html").read_text()
+    assert "notebook not rendered" in page and not (folder/"notebook.html").exists()
+
+
+def test_readme_without_result_markers_is_refused_and_left_alone(tmp_path):
+    readme = tmp_path/"README.md"
+    readme.write_text("# a README with no markers\n")
+    (tmp_path/"outputs").mkdir()
+    assert main(["report", "--outputs", str(tmp_path/"outputs"), "--readme", str(readme), "--quiet"]) == 2
+    assert readme.read_text() == "# a README with no markers\n"
