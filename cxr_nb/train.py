@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import random
 import re
 import time
@@ -31,10 +32,10 @@ from .preprocess import InputSpec, NormSpec, get_norm, make_loader
 # %% auto #0
 __all__ = ['LOSSES', 'OPTIMIZERS', 'SCHEDULES', 'PRECISIONS', 'RESUMABLE_CHANGES', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION',
            'Objective', 'FitConfig', 'target_columns', 'target_labels', 'masked_loss', 'pos_weights',
-           'balancing_weights', 'EpochWeightedSampler', 'param_groups', 'make_optimizer', 'make_schedule',
-           'model_record', 'save_checkpoint', 'read_checkpoint', 'load_model_state', 'load_trained', 'Predictions',
-           'evaluate', 'FitResult', 'write_log', 'fit', 'plot_history', 'Stage', 'trainable_by_stage', 'fit_stages',
-           'stage_table', 'plot_stages', 'n_shot_indices', 'n_shot_plan']
+           'balancing_weights', 'EpochWeightedSampler', 'loader_workers', 'param_groups', 'make_optimizer',
+           'make_schedule', 'model_record', 'save_checkpoint', 'read_checkpoint', 'load_model_state', 'load_trained',
+           'Predictions', 'evaluate', 'FitResult', 'write_log', 'fit', 'plot_history', 'Stage', 'trainable_by_stage',
+           'fit_stages', 'stage_table', 'plot_stages', 'n_shot_indices', 'n_shot_plan']
 
 # %% ../nbs/10_train.ipynb #74ee8bfb
 LOSSES = ("bce", "smooth_l1")                      # classification (U-Ignore masked) and regression (e.g. age)
@@ -109,9 +110,11 @@ class FitConfig:
     precision: str = "no" # one of PRECISIONS (accelerate's mixed_precision)
     grad_clip: float|None = None # clip the gradient norm
     checkpoint_every: int = 0 # also save `last` every N optimiser steps (0: at epoch ends only)
-    num_workers: int = 0 # data-loader workers
+    num_workers: int = 0 # data-loader workers; -1: sized to the machine (`loader_workers`)
     seed: int = 0
     cpu: bool = False # stay on the CPU where a GPU is present
+    channels_last: bool = False # model and input batches in torch.channels_last (faster convolutions on tensor-core GPUs)
+    compile: bool = False # torch.compile the model for the training steps (evaluation stays eager)
 
     def __post_init__(self):
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES), ("precision", PRECISIONS)):
@@ -120,6 +123,8 @@ class FitConfig:
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"FitConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < -1:
+            raise ValueError(f"FitConfig.num_workers must be an integer >= 0, or -1 (sized to the machine), got {self.num_workers!r}")
         if not self.lr > 0 or (self.backbone_lr is not None and not self.backbone_lr > 0):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr!r}, backbone_lr={self.backbone_lr!r}")
         if not re.fullmatch(r"mean_auroc|val_loss|mae|auroc:.+", self.monitor):
@@ -219,9 +224,17 @@ class EpochWeightedSampler(WeightedRandomSampler):
         self.generator = seeded_generator(self.seed * 100_003 + self.epoch)
         yield from super().__iter__()
 
-def _train_loader(data:Dataset, labels:np.ndarray, config:FitConfig) -> DataLoader:
+def loader_workers(num_workers:int) -> int:
+    "`num_workers` as given; for -1, sized to the machine: min(8, cores - 1), at least 1, where cores are the CPU cores this process may use shared among the processes of its node (LOCAL_WORLD_SIZE)."
+    if num_workers != -1: return num_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores //= max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+    return max(1, min(8, cores - 1))
+
+def _train_loader(data:Dataset, labels:np.ndarray, config:FitConfig, pin_memory:bool=False) -> DataLoader:
     sampler = EpochWeightedSampler(balancing_weights(labels), config.seed) if config.weighted_sampler else None
-    return make_loader(data, config.batch_size, train=True, seed=config.seed, num_workers=config.num_workers, sampler=sampler)
+    return make_loader(data, config.batch_size, train=True, seed=config.seed, num_workers=loader_workers(config.num_workers),
+                       sampler=sampler, pin_memory=pin_memory)
 
 # %% ../nbs/10_train.ipynb #d04e4040
 def param_groups(model:nn.Module, config:FitConfig) -> list[dict]:
@@ -433,6 +446,12 @@ class Predictions:
             out["mae"] = float(np.nanmean(np.abs(self.scores[:, j] - self.labels[:, j])))
         return out
 
+def _memory_format(model:nn.Module) -> torch.memory_format:
+    "torch.channels_last where the model's 4-d weights are in it (`FitConfig.channels_last`), else the default."
+    w = next((p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2:].numel() > 1), None)
+    cl = w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
 @torch.no_grad()
 def evaluate(model:nn.Module, # a classifier (logits out)
              data:Dataset|DataLoader, # an evaluation dataset (or loader, e.g. one accelerate prepared)
@@ -447,10 +466,11 @@ def evaluate(model:nn.Module, # a classifier (logits out)
     was = model.training; model.eval()
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     scores, labels, ids = [], [], []
+    fmt, nb = _memory_format(model), device.type == "cuda"
     try:
         for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            out = model(batch["img"].to(device)).float()
-            lab, idx = batch["lab"][:, columns].to(device).float(), batch["idx"].to(device)
+            out = model(batch["img"].to(device, non_blocking=nb).contiguous(memory_format=fmt)).float()
+            lab, idx = batch["lab"][:, columns].to(device, non_blocking=nb).float(), batch["idx"].to(device, non_blocking=nb)
             if accelerator is not None: out, lab, idx = accelerator.gather_for_metrics((out, lab, idx))
             scores.append(out.cpu()); labels.append(lab.cpu()); ids.append(idx.cpu())
     finally: model.train(was)
@@ -512,7 +532,16 @@ def _accelerator(config:FitConfig):
     if config.precision == "fp16" and (config.cpu or not torch.cuda.is_available()):
         raise ValueError("precision='fp16' needs a GPU; on the CPU use 'bf16' or 'no'")
     return Accelerator(mixed_precision=config.precision, cpu=config.cpu, step_scheduler_with_optimizer=False,
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed))
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed,
+                                                                 non_blocking=torch.cuda.is_available() and not config.cpu))
+
+def _compiled(model:nn.Module) -> nn.Module:
+    "`torch.compile(model)` (sharing its parameters), or a refusal naming `FitConfig.compile` where this PyTorch has no torch.compile."
+    import torch._dynamo
+    if not torch._dynamo.is_dynamo_supported():
+        raise RuntimeError("FitConfig.compile=True, but torch.compile is not available with this Python / PyTorch / platform "
+                           "(torch._dynamo.is_dynamo_supported() is False): set compile=False")
+    return torch.compile(model)
 
 # %% ../nbs/10_train.ipynb #f7249f4f
 class _Run:
@@ -531,10 +560,13 @@ class _Run:
         weights = np.asarray(config.class_weights or np.ones(len(self.names)), np.float32) * np.asarray(self.objective.weights, np.float32)
         self.class_weights = None if config.class_weights is None and not self.objective.aux else torch.tensor(weights, device=dev)
         self.apply_policy(model, progress["epoch"])
-        train_loader = _train_loader(train_data, train_labels, config)
-        val_loader = make_loader(val_data, config.batch_size, train=False, num_workers=config.num_workers)
+        if config.channels_last: model.to(memory_format=torch.channels_last)   # in place: the caller's model stays so
+        pin = dev.type == "cuda"                     # pinned batches, copied without blocking (accelerate's non_blocking)
+        train_loader = _train_loader(train_data, train_labels, config, pin)
+        val_loader = make_loader(val_data, config.batch_size, train=False, num_workers=loader_workers(config.num_workers), pin_memory=pin)
         self.model, self.optimizer, self.train_loader, self.val_loader = self.acc.prepare(
             model, make_optimizer(model, config), train_loader, val_loader)
+        self.forward = _compiled(self.model) if config.compile else self.model   # training steps only; checkpoints use `model`
         self.scheduler = make_schedule(self.optimizer, config, len(self.train_loader))
 
     def _pos_weight(self, train_labels:np.ndarray) -> torch.Tensor:
@@ -587,10 +619,21 @@ class _Run:
             else: save_checkpoint(path, self.model, record, self.optimizer, self.scheduler)
 
 # %% ../nbs/10_train.ipynb #51f0c075
+def _forward(run:_Run, x:torch.Tensor) -> torch.Tensor:
+    "The training forward pass: channels_last input if asked for; the compiled model if asked for (a failed compile says so)."
+    if run.config.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+    if not run.config.compile: return run.forward(x)
+    from torch._dynamo.exc import BackendCompilerFailed
+    try: return run.forward(x)
+    except BackendCompilerFailed as e:
+        inner = getattr(e, "inner_exception", e)
+        raise RuntimeError(f"FitConfig.compile=True, but torch.compile could not build the model on this machine "
+                           f"({type(inner).__name__}: {str(inner)[:300]}): set compile=False") from e
+
 def _train_step(run:_Run, batch:dict) -> tuple[float, int]:
     "One optimiser step; the batch's summed loss and its size (over all processes)."
     run.model.train()
-    logits = run.model(batch["img"])
+    logits = _forward(run, batch["img"])
     targets = batch["lab"][:, run.columns].float()
     loss = masked_loss(logits.float(), targets, run.objective.kinds, run.pos_weight, run.class_weights)
     run.optimizer.zero_grad(set_to_none=True)

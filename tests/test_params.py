@@ -41,3 +41,17 @@ def test_every_study_has_a_demo_params_file(notebook):
     demo = ROOT/"params"/study_name(notebook)/"demo.yaml"
     assert demo.is_file(), f"{notebook.name} has no {demo.relative_to(ROOT)}"
     assert load_spec(demo).notebook.resolve() == notebook.resolve()
+
+
+SWEEPS = sorted((ROOT/"params").glob("*/sweeps/*.yaml"))
+
+
+@pytest.mark.parametrize("sweep_file", SWEEPS, ids=lambda p: str(p.relative_to(ROOT/"params")))
+def test_sweep_file_expands_to_checked_runs_and_a_script_bash_accepts(sweep_file, tmp_path):
+    import subprocess
+    from cxr_nb.sweep import load_sweep, submit_sweep
+    name, specs = load_sweep(sweep_file)                     # every combination checked like a params file
+    assert len({s.run for s in specs}) == len(specs) > 1
+    script = submit_sweep(sweep_file, tmp_path, partition="gpu", gpus_per_node=1, dry_run=True)
+    assert f"#SBATCH --array=0-{len(specs) - 1}%" in script.read_text()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

@@ -164,3 +164,55 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best(synth, tmp_path)
     again = fit(model, train, val, tmp_path/"es", FitConfig(epochs=5, batch_size=16, lr=1e-12, patience=2), resume=True,
                 progress=False)
     assert again.stopped_early and len(again.history) == 3                                    # finished: nothing re-run
+
+
+def _as_before_gpu_fields(checkpoint: Path):
+    "Rewrite a checkpoint as cxr-nb wrote it before FitConfig had `channels_last` and `compile`."
+    from safetensors.torch import save
+    tensors, record = read_checkpoint(checkpoint)
+    for field in ("channels_last", "compile"): del record["config"][field]
+    checkpoint.write_bytes(save(tensors, metadata={"cxr_nb": json.dumps(record)}))
+
+
+def test_an_old_checkpoint_resumes_with_the_gpu_fields_at_their_defaults(synth, tmp_path):
+    "A run saved before channels_last / compile existed resumes (num_workers may change, to -1 too); turning channels_last on is refused."
+    from cxr_nb.train import FitConfig, fit
+    d, root = synth
+    from dataclasses import replace
+    config = FitConfig(epochs=2, batch_size=16, lr=3e-3, checkpoint_every=3)
+    model, train, val = _split(root, d/"cache")
+    whole = fit(model, train, val, tmp_path/"whole", config, progress=False)
+
+    def stop(p):
+        if p["global_step"] == len(train) // 16 + 4: raise KeyboardInterrupt
+    model, train, val = _split(root, d/"cache")
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, train, val, tmp_path/"old", config, progress=False, on_step=stop)
+    _as_before_gpu_fields(tmp_path/"old"/"checkpoints"/"last.safetensors")
+    model, train, val = _split(root, d/"cache")
+    with pytest.raises(ValueError, match="channels_last"):
+        fit(model, train, val, tmp_path/"old", replace(config, channels_last=True), resume=True)
+    resumed = fit(model, train, val, tmp_path/"old", replace(config, num_workers=-1), resume=True, progress=False)
+    cols = ["epoch", "step", "train_loss", "val_loss", "mean_auroc"]
+    assert whole.history[cols].equals(resumed.history[cols])
+
+
+def test_a_channels_last_run_resumes_to_the_same_run(synth, tmp_path):
+    "The checkpoint stores contiguous tensors; a channels_last run cut mid-epoch and resumed ends with the same weights."
+    from cxr_nb.train import FitConfig, fit
+    d, root = synth
+    config = FitConfig(epochs=2, batch_size=16, lr=3e-3, checkpoint_every=3, channels_last=True)
+    model, train, val = _split(root, d/"cache")
+    whole = fit(model, train, val, tmp_path/"whole", config, progress=False)
+
+    def stop(p):
+        if p["global_step"] == len(train) // 16 + 4: raise KeyboardInterrupt
+    model, train, val = _split(root, d/"cache")
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, train, val, tmp_path/"cut", config, progress=False, on_step=stop)
+    model, train, val = _split(root, d/"cache")
+    resumed = fit(model, train, val, tmp_path/"cut", config, resume=True, progress=False)
+    cols = ["epoch", "step", "train_loss", "val_loss", "mean_auroc"]
+    assert whole.history[cols].equals(resumed.history[cols])
+    a, b = (read_checkpoint(r.last_checkpoint)[0] for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("model."))
