@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PARAMS ?= $(wildcard params/*/demo.yaml) $(wildcard params/*/shortcut.yaml)   # the demos, and the shortcut variant
 
-.PHONY: install demo results docs test sync-check lint nbtest pytest export clean-outputs help
+.PHONY: install demo results docs gallery test sync-check lint nbtest pytest export clean-outputs help
 
 help:
 	@echo "make demo     install, build the SynthCXR stand-in weights if missing, run every params/*/demo.yaml and shortcut.yaml"
 	@echo "              in study order (outputs/), then write outputs/index.html"
 	@echo "make test     install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
 	@echo "make results  rewrite the README's results table from the demo's outputs/*/*/metrics.json"
+	@echo "make gallery  redraw nbs/images/synthcxr_gallery.jpg, the README's SynthCXR films (synth.gallery)"
 	@echo "make docs     the documentation site of the library notebooks, into _docs/ (installs quarto-cli from PyPI)"
 
 install: $(STAMP)
@@ -33,6 +34,10 @@ demo: install
 
 results: install
 	$(BIN)/cxr-nb report --quiet --readme README.md
+
+gallery: install
+	mkdir -p nbs/images
+	$(BIN)/python -c 'import cv2; from cxr_nb.synth import gallery; assert cv2.imwrite("nbs/images/synthcxr_gallery.jpg", gallery(), [cv2.IMWRITE_JPEG_QUALITY, 88]), "could not write nbs/images/synthcxr_gallery.jpg"'
 
 # nbdev-docs renders with Quarto: the quarto-cli package downloads Quarto's binary from GitHub when it is installed.
 # The study notebooks are left out: they are rendered, executed, in outputs/index.html.

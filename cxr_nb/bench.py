@@ -22,12 +22,13 @@ import cv2
 import numpy as np
 import torch
 
-from .core import format_table
-from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_phantom, decode_gray
+from .core import format_table, get_device, set_seed
+from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_phantom, decode_gray, get_norm
 
 # %% auto #0
-__all__ = ['TRAIN_BENCH_MODELS', 'CPU_ABLATION_BATCH', 'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth',
-           'bench_dataset', 'bench_bootstrap', 'bench_train', 'bench_zoo', 'bench_explain', 'build_parser', 'main']
+__all__ = ['TRAIN_BENCH_MODELS', 'TRAIN_BENCH_STEPS', 'INPUT_BOUND_SHARE', 'CPU_ABLATION_BATCH', 'BENCHMARKS', 'BenchResult',
+           'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset', 'bench_bootstrap', 'bench_train', 'bench_zoo',
+           'bench_explain', 'build_parser', 'main']
 
 # %% ../nbs/19_bench.ipynb #a683f004
 @dataclass
@@ -39,14 +40,20 @@ class BenchResult:
 
 def time_rounds(contenders:dict[str, Callable[[], object]], # name -> function doing one full pass
                 repeats:int=5, # timed rounds
+                sync:Callable[[], None]|None=None, # called before every clock reading, e.g. `torch.cuda.synchronize` for GPU work
                ) -> dict[str, list[float]]:
     "Seconds per pass of each contender: one untimed warm-up each, then `repeats` interleaved rounds."
+    sync = sync or (lambda: None)
     for f in contenders.values(): f()
     times = {k: [] for k in contenders}
     for _ in range(repeats):
         for k, f in contenders.items():
-            t0 = time.perf_counter(); f(); times[k].append(time.perf_counter() - t0)
+            sync(); t0 = time.perf_counter(); f(); sync(); times[k].append(time.perf_counter() - t0)
     return times
+
+def _synchronize(device:torch.device) -> Callable[[], None]:
+    "What `time_rounds` calls before reading the clock: wait for the GPU's queued kernels and copies (nothing on a CPU)."
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 # %% ../nbs/19_bench.ipynb #5093b8b4
 def _write_phantoms(folder:Path, n:int, src_size:int, seed:int, workers:int) -> list[Path]:
@@ -207,63 +214,107 @@ def bench_bootstrap(n:int=10_000, # predictions (images)
 
 # %% ../nbs/19_bench.ipynb #97fd4bc2
 TRAIN_BENCH_MODELS = "densenet121-res224-all,efficientnet_b0,resnet50,clip-vit-b32"
+TRAIN_BENCH_STEPS = {"cpu": 3, "cuda": 20}   # training steps per timed round when `steps=0`; on an H100 20 steps of batch 128 take about a second
+INPUT_BOUND_SHARE = 0.8   # input-bound: the model fed by the loader trains below this share of its in-memory step rate
 
-def _training_step_pass(name:str, size:int, batch_size:int, steps:int, seed:int) -> Callable[[], None]:
-    "A function doing `steps` training steps of model `name` on in-memory batches of `size` px."
+def _train_device(device:str, precision:str) -> torch.device:
+    "Where `bench_train` runs, checked before any work: 'auto' is CUDA where there is a GPU, else the CPU; fp16 needs a GPU."
+    from cxr_nb.train import PRECISIONS
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS} (FitConfig.precision): "
+                         "use 'no' (fp32), 'bf16', or 'fp16' on a GPU")
+    where = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else get_device(device)
+    if where.type not in TRAIN_BENCH_STEPS or (where.index or 0) != 0:
+        raise ValueError(f"device={device!r}: bench train runs where fit runs, on 'cpu' or 'cuda' (accelerate's first GPU); "
+                         "to use another GPU, set CUDA_VISIBLE_DEVICES and pass --device cuda")
+    if precision == "fp16" and where.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a GPU, and this run is on {where}: on the CPU use --precision bf16 or no")
+    return where
+
+def _training_run(name:str, data, config, out_dir:Path):
+    "`fit`'s own training machinery for a fresh model `name` (accelerate, precision, channels_last, compile, pinned loader over `data`)."
     from cxr_nb.models import build_model
-    from cxr_nb.train import masked_loss
-    torch.manual_seed(seed)
-    model = build_model(name, weights="none", labels=["Cardiomegaly", "Effusion"]).train()
-    channels = 1 if model.spec.input.norm == "xrv" else 3
-    images = torch.randn(batch_size, channels, size, size)
-    targets = (torch.rand(batch_size, 2) < 0.3).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    def run():
-        for _ in range(steps):
-            loss = masked_loss(model(images), targets)
-            opt.zero_grad(); loss.backward(); opt.step()
-    return run
+    from cxr_nb.train import _fresh_progress, _Run
+    set_seed(config.seed)
+    model = build_model(name, weights="none", labels=["Cardiomegaly", "Effusion"])
+    return _Run(model, data, data, out_dir, config, _fresh_progress())
 
-def _loader_pass(data, batch_size:int, images:int, workers:int) -> Callable[[], None]:
-    "A function drawing `images` items (in shuffled batches) through `make_loader` from a cached dataset."
-    from cxr_nb.preprocess import make_loader
-    loader = make_loader(data, batch_size, train=True, num_workers=workers)
-    def run():
-        seen = 0
-        while seen < images:
-            for batch in loader:
-                seen += len(batch["img"])
-                if seen >= images: break
-    return run
+def _device_batch(run, data, size:int, seed:int) -> dict:
+    "A training batch of the run's batch size held on its device: random images of the model's channels, the first labels of `data`."
+    from cxr_nb.models import classifier_of
+    n, dev = run.config.batch_size, run.acc.device
+    channels = get_norm(classifier_of(run.model).spec.input.norm).channels
+    images = torch.randn(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+    return {"img": images.to(dev), "lab": torch.as_tensor(np.asarray(data.labels[:n], dtype=np.float32)).to(dev)}
+
+def _step_pass(run, batch:dict, steps:int) -> Callable[[], None]:
+    "A function doing `steps` of fit's training steps (`train._train_step`) on one batch already on the device: the model alone."
+    from cxr_nb.train import _train_step
+    def go():
+        for _ in range(steps): _train_step(run, batch)
+    return go
+
+def _epoch_pass(run, train:bool) -> Callable[[], None]:
+    "A function drawing one epoch of the run's training loader (cache -> DataLoader -> device), with fit's training step on each batch if `train`."
+    from cxr_nb.train import _train_step
+    def go():
+        for batch in run.train_loader:
+            if train: _train_step(run, batch)
+    return go
 
 # %% ../nbs/19_bench.ipynb #45de198d
-def bench_train(models:str=TRAIN_BENCH_MODELS, # comma-separated registry names
+def bench_train(models:str=TRAIN_BENCH_MODELS, # comma-separated registry names; the first is also timed fed by the loader
                 size:int=128, # input side in pixels (every model at the same size)
                 batch_size:int=16, # images per step
-                steps:int=3, # training steps per timed round
+                steps:int=0, # training steps per timed round, in memory (0: 3 on the CPU, 20 on a GPU)
                 repeats:int=3, # timed rounds (the median is reported)
-                n:int=200, # SynthCXR films in the loader's cache
-                workers:int=0, # data-loader worker processes
+                n:int=0, # SynthCXR films in the loader's cache: the loader's rounds are one epoch over them (0: batch_size x steps)
+                workers:int=0, # data-loader worker processes (-1: sized to the machine, as FitConfig.num_workers)
+                precision:str="no", # one of train.PRECISIONS: "no" (fp32), "bf16", "fp16" (GPU only): fit's autocast
+                channels_last:bool=False, # models and batches in channels_last (FitConfig.channels_last)
+                compile:bool=False, # torch.compile each model, compiled in the untimed warm-up (FitConfig.compile)
+                device:str="auto", # "auto" (cuda if there is a GPU, else cpu), "cpu" or "cuda"
                 seed:int=0,
                ) -> BenchResult:
-    "Training images/s of each model at one size, against the loader-only rate from the memory-mapped cache."
+    "Training images/s of each model on in-memory batches, the loader-only rate from the memory-mapped cache, and the first model fed by the loader."
     from cxr_nb.datasets import synth_dataset
+    from cxr_nb.models import model_spec
     from cxr_nb.synth import write_dataset
+    from cxr_nb.train import FitConfig, loader_workers
     names = [m.strip() for m in models.split(",") if m.strip()]
-    if min(size, batch_size, steps, repeats, n) < 1 or not names: raise ValueError("every size and count must be >= 1")
+    where = _train_device(device, precision)
+    steps = steps or TRAIN_BENCH_STEPS[where.type]
+    n = n or batch_size * steps
+    bad = {k: v for k, v in dict(size=size, batch_size=batch_size, steps=steps, repeats=repeats, n=n).items() if v < 1}
+    if bad or not names: raise ValueError(f"bench train needs every size and count >= 1 and at least one model; got {bad or {'models': models}}")
+    if n < batch_size: raise ValueError(f"n={n} films do not fill one batch of batch_size={batch_size}: use n >= {batch_size} (or 0)")
+    specs = [model_spec(name) for name in names]     # an unknown name is refused before any work
+    config = FitConfig(epochs=1, batch_size=batch_size, schedule="constant", monitor="val_loss", precision=precision,
+                       num_workers=workers, seed=seed, cpu=where.type == "cpu", channels_last=channels_last, compile=compile)
     with tempfile.TemporaryDirectory(prefix="cxr-bench-train-") as d:
         root = write_dataset("nih", Path(d)/"nih", n=n, seed=seed, size=max(2 * size, 128), progress=False)
-        data = synth_dataset(root).cached(InputSpec(size, "imagenet"), root=Path(d)/"cache", progress=False)
-        images = batch_size * steps
-        contenders = {"data loader only (cache)": _loader_pass(data, batch_size, images, workers)}
-        contenders.update({name: _training_step_pass(name, size, batch_size, steps, seed) for name in names})
-        times = time_rounds(contenders, repeats)
-    rate = {k: images / statistics.median(v) for k, v in times.items()}
-    slowest = min((k for k in rate if k in names), key=rate.get)
-    rows = [{"what": k, "images/s": round(v, 1), "ms/image": round(1e3 / v, 2)} for k, v in rate.items()]
-    return BenchResult("train", rows, {"size": size, "batch_size": batch_size, "steps": steps, "repeats": repeats,
-                                       "torch threads": torch.get_num_threads(), "slowest model": slowest,
-                                       "ratio loader/slowest model": round(rate["data loader only (cache)"] / rate[slowest], 1)})
+        data = synth_dataset(root).cached(InputSpec(size, specs[0].input.norm), root=Path(d)/"cache", progress=False)
+        runs = {name: _training_run(name, data, config, Path(d)/name) for name in names}
+        first = runs[names[0]]
+        assert first.acc.device.type == where.type, (first.acc.device, where)
+        loader, fed = f"data loader only (cache -> {where.type})", f"{names[0]} fed by the loader"
+        contenders = {loader: _epoch_pass(first, train=False), fed: _epoch_pass(first, train=True)}
+        contenders.update({name: _step_pass(run, _device_batch(run, data, size, seed), steps) for name, run in runs.items()})
+        times = time_rounds(contenders, repeats, sync=_synchronize(where))
+        epoch = len(first.train_loader) * batch_size
+        del runs, first, contenders                  # the loaders' worker processes end with them
+    rate = {k: (epoch if k in (loader, fed) else batch_size * steps) / statistics.median(v) for k, v in times.items()}
+    slowest = min(names, key=rate.get)
+    share = rate[fed] / rate[names[0]]
+    rows = [{"what": k, "batches": "from the cache" if k in (loader, fed) else "in memory", "images/s": round(v, 1),
+             "ms/image": round(1e3 / v, 2)} for k, v in rate.items()]
+    return BenchResult("train", rows, {
+        "device": torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu", "precision": precision,
+        "channels_last": channels_last, "compile": compile, "size": size, "batch_size": batch_size, "steps": steps,
+        "loader epoch images": epoch, "repeats": repeats, "loader workers": loader_workers(workers),
+        "pinned memory": where.type == "cuda", "torch threads": torch.get_num_threads(), "slowest model": slowest,
+        "ratio loader/slowest model": round(rate[loader] / rate[slowest], 1),
+        f"{names[0]}: fed by the loader / in memory": round(share, 2), "input-bound": bool(share < INPUT_BOUND_SHARE)})
 
 # %% ../nbs/19_bench.ipynb #f2accfa8
 def bench_zoo(models:str="", # comma-separated stand-ins (default: every recipe of the default zoo)
@@ -312,7 +363,7 @@ def _forward_ms(model, images:torch.Tensor, batch_size:int, repeats:int=5) -> di
     with fast_inference(model, fold_batchnorm=False) as plain, fast_inference(model) as folded:
         contenders = {(b, True): (lambda b=b: folded(batches[b])) for b in sizes}
         contenders[(batch_size, False)] = lambda: plain(batches[batch_size])
-        times = time_rounds(contenders, repeats)
+        times = time_rounds(contenders, repeats, sync=_synchronize(images.device))
     return {f"forward ms/img at batch {b}, {'batch norms folded' if fold else 'not folded'}": round(1e3 * statistics.median(t) / b, 1)
             for (b, fold), t in times.items()}
 

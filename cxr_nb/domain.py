@@ -13,6 +13,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import signal
 from scipy import stats as _st
 from tqdm.auto import tqdm
 
@@ -20,17 +21,21 @@ from itertools import combinations
 from pathlib import Path
 from scipy.stats import bootstrap
 
-from .core import short_hash
+from .core import project_root, short_hash
 from .datasets import LAYOUT_ADAPTERS
 from .preprocess import read_gray_float, to_unit_gray
-from .synth import synth_root, write_dataset
+from .synth import SITES, render_study, synth_root, write_dataset
 
 # %% auto #0
 __all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'CONSTANT_STD',
-           'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS', 'sample_paths',
-           'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table',
-           'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
-           'check_source', 'open_sources']
+           'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS', 'ENV_REFERENCE_FILMS',
+           'REFERENCE_FILMS_HOME', 'SPECTRUM_WINDOW', 'SPECTRUM_BAND', 'PUBLISHED_BETA', 'THUMBNAIL_SIZE',
+           'THUMBNAIL_FOLDS', 'THUMBNAIL_REPEATS', 'THUMBNAIL_MAX_ITER', 'REALISM_VIEW', 'REALISM_TARGET_AUROC',
+           'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'sample_paths', 'PixelStats', 'pixel_stats', 'stats_table',
+           'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table', 'reference_table', 'plot_image_means',
+           'spike_overlay', 'plot_spikes', 'layout_films', 'Source', 'check_source', 'open_sources', 'reference_folder',
+           'reference_films', 'radial_power_spectrum', 'power_law_slope', 'spectrum_slope', 'ThumbnailAUROC',
+           'thumbnail_auroc', 'RealismReport', 'realism_report', 'plot_realism']
 
 # %% ../nbs/06_domain.ipynb #bddf0e3b
 REFERENCE_STATS = {"NIH": (0.518, 0.254), "PadChest": (0.500, 0.264)}   # the PadChest study's (mean, std): 500 frontal films each, 224 px
@@ -358,3 +363,191 @@ def open_sources(sources:dict, # name -> {"layout": ..., "root": ...}
             folder = write_dataset(spec["layout"], folder, progress=progress, **synth)
         out.append(Source(name, spec["layout"], Path(folder), simulated, layout_films(folder, spec["layout"])))
     return out
+
+# %% ../nbs/06_domain.ipynb #3aef020d
+ENV_REFERENCE_FILMS = "CXR_REFERENCE_FILMS"   # names a folder of real frontal films, the yardstick of SynthCXR's realism
+REFERENCE_FILMS_HOME = ("..", "shared", "reference-films")   # its default, relative to the project root
+
+def reference_folder() -> Path:
+    "The folder of real reference films: `CXR_REFERENCE_FILMS`, else `<project root>/../shared/reference-films`."
+    return Path(os.environ.get(ENV_REFERENCE_FILMS) or project_root().joinpath(*REFERENCE_FILMS_HOME)).expanduser()
+
+def reference_films(folder:str|Path|None=None, # a folder of real films (None: `reference_folder()`)
+                   ) -> list[Path]:
+    "The PNG and JPEG films directly inside a folder of real films, sorted; refused, naming the folder, when it is missing or empty."
+    folder = Path(folder).expanduser() if folder else reference_folder()
+    remedy = (f"set {ENV_REFERENCE_FILMS} (or pass folder=...) to a folder of real frontal chest films "
+              f"({', '.join(IMAGE_SUFFIXES)}), e.g. export {ENV_REFERENCE_FILMS}=/data/real-films")
+    if not folder.is_dir(): raise FileNotFoundError(f"no folder of reference films at {folder}: {remedy}")
+    films = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not films: raise ValueError(f"the reference folder {folder} holds no films: {remedy}")
+    return films
+
+# %% ../nbs/06_domain.ipynb #3235dfea
+SPECTRUM_WINDOW = "hann"   # scipy.signal window against edge leakage
+SPECTRUM_BAND = (4, 64)    # cycles per film width: above the chest's layout, up to half the Nyquist frequency at 256 px
+PUBLISHED_BETA = (2.5, 3.5)   # beta of anatomical backgrounds in projection radiographs (sources in the lesson)
+
+def radial_power_spectrum(image:np.ndarray, # a square 2-D film: uint8, uint16 (scaled to [0, 1]) or float
+                          window:str|None=SPECTRUM_WINDOW, # a scipy.signal window name (None: none)
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    "Frequencies 1 to N/2 (cycles per film width) and the mean power on each ring, of the film with its mean removed and windowed."
+    image = np.asarray(image)
+    if image.ndim != 2 or image.shape[0] != image.shape[1] or image.shape[0] < 8:
+        raise ValueError(f"radial_power_spectrum needs a square 2-D film of at least 8 px, got shape {image.shape}: "
+                         "resize it to a square first (preprocess.to_unit_gray(x, size))")
+    x = to_unit_gray(image).astype(np.float64) if image.dtype.kind in "ui" else image.astype(np.float64)
+    n = x.shape[0]
+    w = np.outer(*[signal.get_window(window, n)] * 2) if window else np.ones_like(x)
+    x = (x - (w * x).sum() / w.sum()) * w        # the weighted mean out first, so that no DC leaks through the window
+    power = np.abs(np.fft.fft2(x)) ** 2 / (w ** 2).sum()   # the mean over all frequencies is the windowed variance
+    k = np.fft.fftfreq(n) * n
+    ring = np.rint(np.hypot(*np.meshgrid(k, k, indexing="ij"))).astype(np.intp).ravel()
+    f = np.arange(1, n // 2 + 1)
+    return f.astype(np.float64), (np.bincount(ring, power.ravel()) / np.bincount(ring))[f]
+
+def power_law_slope(freqs:np.ndarray, power:np.ndarray, # a radial power spectrum
+                    band:tuple=SPECTRUM_BAND, # (lo, hi) frequencies of the fit, inclusive
+                   ) -> float:
+    "The least-squares slope of log power against log frequency over `band`: -beta of P(f) ~ 1/f^beta."
+    lo, hi = band
+    if not 0 < lo < hi or hi > freqs.max():
+        raise ValueError(f"band {tuple(band)} must satisfy 0 < lo < hi <= {freqs.max():g} cycles per film width (the Nyquist "
+                         f"frequency of a {2 * int(freqs.max())} px film): use larger films or a lower band")
+    inside = (freqs >= lo) & (freqs <= hi)
+    return float(np.polyfit(np.log(freqs[inside]), np.log(power[inside]), 1)[0])
+
+def spectrum_slope(image:np.ndarray, # a square 2-D film
+                   band:tuple=SPECTRUM_BAND, # (lo, hi) in cycles per film width
+                   window:str|None=SPECTRUM_WINDOW,
+                  ) -> float:
+    "The fitted log-log slope (-beta) of a film's radial power spectrum over a mid-frequency band."
+    return power_law_slope(*radial_power_spectrum(image, window), band)
+
+# %% ../nbs/06_domain.ipynb #5c3b0ed1
+THUMBNAIL_SIZE, THUMBNAIL_FOLDS, THUMBNAIL_REPEATS = 24, 5, 10   # issue 15's realism protocol: 24 px, 5-fold, 10 repeats
+THUMBNAIL_MAX_ITER = 5000   # the logistic regression's solver iterations (enough to converge on separable thumbnails)
+
+def _film(item, size:int|None, name:str="array") -> np.ndarray:
+    "A path or an array as float32 grey in [0, 1], at size x size (None: native)."
+    return to_unit_gray(item, size, name=name) if isinstance(item, np.ndarray) else read_gray_float(item, size)
+
+@dataclass
+class ThumbnailAUROC:
+    "How well a logistic regression on thumbnails tells synthetic films from real ones (0.5: not at all), over repeated CV."
+    mean: float
+    min: float
+    max: float
+    n_synthetic: int
+    n_real: int
+    aurocs: np.ndarray = field(repr=False)   # one per repeat
+
+def thumbnail_auroc(synthetic:Sequence, # synthetic films: paths or 2-D arrays
+                    real:Sequence, # real films: paths or 2-D arrays
+                    size:int=THUMBNAIL_SIZE, # thumbnail side in pixels
+                    folds:int=THUMBNAIL_FOLDS, # stratified folds of each cross-validation
+                    repeats:int=THUMBNAIL_REPEATS, # cross-validations, each with another shuffle
+                    seed:int=0, # seed of the shuffles
+                   ) -> ThumbnailAUROC:
+    "Cross-validated AUROC of a standardised logistic regression telling real from synthetic films on thumbnails."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    synthetic, real = list(synthetic), list(real)
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2 or repeats < 1:
+        raise ValueError(f"thumbnail_auroc needs folds >= 2 and repeats >= 1, got folds={folds!r}, repeats={repeats!r}")
+    if min(len(synthetic), len(real)) < folds:
+        raise ValueError(f"thumbnail_auroc: a stratified {folds}-fold split needs at least {folds} films of each class, got "
+                         f"{len(synthetic)} synthetic and {len(real)} real: add films or lower folds")
+    X = np.stack([_film(f, size, f"synthetic[{i}]").ravel() for i, f in enumerate(synthetic)]
+                 + [_film(f, size, f"real[{i}]").ravel() for i, f in enumerate(real)]).astype(np.float64)
+    y = np.r_[np.zeros(len(synthetic)), np.ones(len(real))]
+    model = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression(max_iter=THUMBNAIL_MAX_ITER))])
+    aurocs = np.array([roc_auc_score(y, cross_val_predict(model, X, y, method="predict_proba",
+                                                          cv=StratifiedKFold(folds, shuffle=True, random_state=int(s)))[:, 1])
+                       for s in np.random.default_rng(seed).integers(2**31 - 1, size=int(repeats))])
+    return ThumbnailAUROC(float(aurocs.mean()), float(aurocs.min()), float(aurocs.max()), len(synthetic), len(real), aurocs)
+
+# %% ../nbs/06_domain.ipynb #f065f877
+REALISM_VIEW = "PA"   # the reference films are frontal PA films, so the sites' films are rendered PA
+REALISM_TARGET_AUROC = 0.8   # issue 15: at most this thumbnail AUROC between SynthCXR and real films
+PUBLISHED_STATS_OF_SITE = {"nih": "NIH", "padchest": "PadChest"}   # SynthCXR site -> its row of REFERENCE_STATS
+REFERENCE_NAME = "reference films"   # the real films' row of the report
+
+@dataclass
+class RealismReport:
+    "The realism report: a table (one row per source), its figure, and each source's mean spectrum and per-film slopes."
+    table: pd.DataFrame
+    figure: plt.Figure = field(repr=False)
+    spectra: dict = field(repr=False)   # source -> (frequencies, mean power)
+    slopes: dict = field(repr=False)    # source -> per-film slopes over SPECTRUM_BAND
+    thumbnails: dict = field(repr=False)   # source -> mean thumbnail
+
+def _source_measures(name:str, films:list, real:list) -> tuple[dict, tuple, np.ndarray]:
+    "One source's row of the report, its mean radial spectrum and its per-film slopes."
+    st = pixel_stats(films, name, keep=0, progress=False)
+    spectra = [radial_power_spectrum(f) for f in films]
+    slopes = np.array([power_law_slope(f, p) for f, p in spectra])
+    published = REFERENCE_STATS.get(PUBLISHED_STATS_OF_SITE.get(name), (np.nan, np.nan))
+    auc = thumbnail_auroc(films, real) if real and name != REFERENCE_NAME else None
+    row = {"source": name, "films": len(films), "mean": st.mean, "published mean": published[0], "std": st.std,
+           "published std": published[1], "slope": float(np.median(slopes)), "slope q1": float(np.quantile(slopes, 0.25)),
+           "slope q3": float(np.quantile(slopes, 0.75)), "auroc": auc.mean if auc else np.nan,
+           "auroc min": auc.min if auc else np.nan, "auroc max": auc.max if auc else np.nan}
+    return row, (spectra[0][0], np.mean([p for _, p in spectra], axis=0)), slopes
+
+def realism_report(sites:Sequence[str]=tuple(SITES), # SynthCXR sites (names in synth.SITES)
+                   n:int=60, # films per site
+                   size:int=256, # film side in pixels (the spectra are measured at this size)
+                   reference:Sequence|None=None, # real films (paths or arrays); None: reference_films(); empty: no comparison
+                   seed:int=0, # SynthCXR seed
+                   progress:bool=True,
+                  ) -> RealismReport:
+    "Pixel mean / std, spectrum slope and thumbnail AUROC against real films, per SynthCXR site (PA) and for the real films."
+    unknown = [s for s in sites if s not in SITES]
+    if unknown or not sites: raise ValueError(f"unknown or no SynthCXR sites {list(sites)}; choose from {list(SITES)}")
+    real = [_film(f, size, f"reference[{i}]") for i, f in enumerate(reference_films() if reference is None else reference)]
+    sources = {s: [to_unit_gray(render_study(seed, p, 0, size=size, site=s, view=REALISM_VIEW).image) for p in range(n)]
+               for s in tqdm(sites, desc="rendering sites", disable=not progress)}
+    if real: sources[REFERENCE_NAME] = real
+    rows, spectra, slopes, thumbs = [], {}, {}, {}
+    for name, films in tqdm(sources.items(), desc="realism report", disable=not progress):
+        row, spectra[name], slopes[name] = _source_measures(name, films, real)
+        rows.append(row)
+        thumbs[name] = np.mean([to_unit_gray(f, THUMBNAIL_SIZE) for f in films], axis=0)
+    table = pd.DataFrame(rows).set_index("source")
+    return RealismReport(table, plot_realism(spectra, slopes, thumbs, table), spectra, slopes, thumbs)
+
+# %% ../nbs/06_domain.ipynb #fcfc7ab2
+def plot_realism(spectra:dict, slopes:dict, thumbnails:dict, # source -> mean spectrum / per-film slopes / mean thumbnail
+                 table:pd.DataFrame, # the report's table (AUROCs for the labels)
+                ) -> plt.Figure:
+    "Mean radial power spectra (log-log), per-film spectrum slopes against the published range, and mean thumbnails per source."
+    names = list(spectra)
+    fig = plt.figure(figsize=(max(9, 1.6 * len(names)), 7.2), layout="constrained")
+    gs = fig.add_gridspec(2, len(names), height_ratios=[1.5, 1])
+    top = gs[0, :].subgridspec(1, 2, width_ratios=[1.4, 1])
+    ax, bx = fig.add_subplot(top[0]), fig.add_subplot(top[1])
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    colour = {s: "k" if s == REFERENCE_NAME else next(colours) for s in names}
+    label = {s: s if np.isnan(table.loc[s, "auroc"]) else f"{s} (AUROC {table.loc[s, 'auroc']:.2f})" for s in names}
+    for s, (f, p) in spectra.items():
+        ax.loglog(f, p, color=colour[s], lw=2.2 if s == REFERENCE_NAME else 1.2, label=label[s])
+    f0, p0 = spectra[names[-1]]; i0 = np.searchsorted(f0, SPECTRUM_BAND[0])
+    ax.loglog(f0, p0[i0] * 3 * (f0 / f0[i0]) ** -3.0, "k:", lw=1, label="1/f^3")
+    ax.axvspan(*SPECTRUM_BAND, color="0.92", zorder=0)
+    ax.set_xlabel("radial frequency, cycles per film width"); ax.set_ylabel("power"); ax.legend(fontsize=7, frameon=False)
+    ax.set_title("mean radial power spectrum (fit band shaded)", fontsize=10)
+    rng = np.random.default_rng(0)
+    bx.axhspan(-PUBLISHED_BETA[1], -PUBLISHED_BETA[0], color="0.9", zorder=0, label=f"published beta {PUBLISHED_BETA}")
+    for k, s in enumerate(names):
+        bx.plot(k + rng.uniform(-0.2, 0.2, len(slopes[s])), slopes[s], ".", color=colour[s], alpha=0.6)
+        bx.hlines(np.median(slopes[s]), k - 0.3, k + 0.3, color=colour[s], lw=2)
+    bx.set_xticks(range(len(names)), names, fontsize=8, rotation=30); bx.set_ylabel("spectrum slope (-beta)")
+    bx.set_title(f"per-film slopes over {SPECTRUM_BAND} cycles", fontsize=10); bx.legend(fontsize=7, frameon=False)
+    for k, s in enumerate(names):
+        tx = fig.add_subplot(gs[1, k]); tx.imshow(thumbnails[s], cmap="gray", vmin=0, vmax=1); tx.axis("off")
+        tx.set_title(f"{s}\nmean {THUMBNAIL_SIZE} px thumbnail", fontsize=8)
+    return fig

@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cxr_nb.synth import LAYOUTS, SITES
     y = sub.add_parser("synth", help="write a SynthCXR dataset in a real dataset's on-disk layout")
     y.add_argument("kind", choices=LAYOUTS, help="layout to write")
-    y.add_argument("root", nargs="?", default=None, help="dataset folder (default: <data root>/synth/<kind>)")
+    y.add_argument("root", nargs="?", default=None, help="dataset folder (default: <data root>/synth/v<SYNTH_VERSION>/<kind>)")
     y.add_argument("--n", type=int, default=200, help="number of images")
     y.add_argument("--seed", type=int, default=0, help="population seed")
     y.add_argument("--size", type=int, default=256, help="image side in pixels")

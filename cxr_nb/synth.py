@@ -23,10 +23,12 @@ from .labels import (CHEXPERT_LABELS, NIH_BBOX_CSV, NIH_BBOX_LABELS, NIH_CSV, PA
                            SYNTH_FINDINGS, SYNTH_LABELS)
 
 # %% auto #0
-__all__ = ['DEVICES', 'PRIORS', 'SITES', 'ANATOMY_MASKS', 'LAYOUTS', 'DEFAULT_SITE', 'MANIFEST_NAME', 'TRUTH_NAME',
-           'SYNTH_VERSION', 'PADCHEST_RARE_PRIORS', 'sample_findings', 'SiteProfile', 'Patient', 'make_patient',
-           'Shortcut', 'SynthStudy', 'render_study', 'layout_priors', 'padchest_labels', 'write_dataset', 'read_truth',
-           'mask_file', 'read_mask_file', 'load_masks', 'synth_root']
+__all__ = ['DEVICES', 'PRIORS', 'SITES', 'ANATOMY', 'CM_X', 'CM_Y', 'AIR_GAIN', 'AIR_REFERENCE', 'MEDIASTINUM_HALF',
+           'LUNG_SPECTRUM_BETA', 'WINDOW_PERCENTILE', 'ANATOMY_MASKS', 'POSTURE', 'LAYOUTS', 'DEFAULT_SITE',
+           'MANIFEST_NAME', 'TRUTH_NAME', 'SYNTH_VERSION', 'PADCHEST_RARE_PRIORS', 'GALLERY_SITES', 'sample_findings',
+           'SiteProfile', 'Patient', 'make_patient', 'Shortcut', 'SynthStudy', 'render_study', 'layout_priors',
+           'padchest_labels', 'write_dataset', 'read_truth', 'mask_file', 'read_mask_file', 'load_masks', 'synth_home',
+           'synth_root', 'gallery']
 
 # %% ../nbs/02_synth.ipynb #fb26e227
 DEVICES = ("endotracheal tube", "central venous catheter", "pacemaker", "nasogastric tube")
@@ -74,8 +76,9 @@ class SiteProfile:
     "How one site's acquisition turns anatomy into pixels."
     name: str
     gamma: float = 1.0       # >1 darkens mid-tones
-    contrast: float = 1.0    # gain around mid-grey
-    brightness: float = 0.0  # offset after gain
+    contrast: float = 1.0    # gain (black stays black)
+    brightness: float = 0.0  # offset after gain (lifts the black of the unexposed film)
+    equalise: float = 0.6    # largest strength of the workstation's large-area equalisation (unsharp mask), drawn per film
     noise: float = 0.02      # quantum-like noise std at full intensity
     blur: float = 0.6        # Gaussian blur sigma in px at 256 px
     frame_p: float = 0.0     # probability of a black collimation frame on each side
@@ -89,36 +92,58 @@ class SiteProfile:
     fmt: str = "png"         # file format its images are stored in
 
 SITES = {
-    "nih": SiteProfile("nih", gamma=0.9, contrast=0.86, brightness=0.0, noise=0.015, blur=0.5, frame_p=0.08,
+    "nih": SiteProfile("nih", gamma=1.75, contrast=0.88, brightness=0.025, equalise=0.15, noise=0.015, blur=0.5, frame_p=0.08,
                        frame_max=0.03, text_p=0.08, marker_p=0.3, ap_p=0.4, fmt="png"),
-    "padchest": SiteProfile("padchest", gamma=1.25, contrast=0.72, brightness=0.075, noise=0.02, blur=0.6, frame_p=0.6,
+    "padchest": SiteProfile("padchest", gamma=1.6, contrast=0.86, brightness=0.0, noise=0.02, blur=0.6, frame_p=0.6,
                             frame_max=0.09, text_p=0.95, marker_p=0.9, saturate=0.0, ap_p=0.2, fmt="png16",
                             marker_plate=True, text_scale=0.6),
-    "chexpert": SiteProfile("chexpert", gamma=1.0, contrast=0.95, brightness=0.02, noise=0.035, blur=0.9,
+    "chexpert": SiteProfile("chexpert", gamma=1.0, contrast=0.82, brightness=0.02, noise=0.035, blur=0.9,
                             frame_p=0.25, frame_max=0.05, text_p=0.5, marker_p=0.9, ap_p=0.75, fmt="jpeg"),
-    "guangzhou": SiteProfile("guangzhou", gamma=1.1, contrast=1.15, brightness=0.0, noise=0.025, blur=0.7,
+    "guangzhou": SiteProfile("guangzhou", gamma=1.1, contrast=0.85, brightness=0.0, noise=0.025, blur=0.7,
                              frame_p=0.35, frame_max=0.07, text_p=0.3, marker_p=0.9, ap_p=1.0, fmt="jpeg"),
 }
 
 # %% ../nbs/02_synth.ipynb #9fd2eb71
+ANATOMY = {   # published adult proportions the geometry is built from (sources in the lesson's table)
+    "field_cm": (35.0, 43.0),          # the common 35 x 43 cm detector, stored square as NIH's films are
+    "thorax_cm": (26.0, 32.0),         # inner rib-cage width at its widest, adults
+    "lung_height_cm": (22.0, 28.0),    # right lung, apex to the dome, PA at full inspiration
+    "ctr_pa": (0.39, 0.50),            # cardiothoracic ratio, healthy adults PA (over 0.5: cardiomegaly)
+    "right_heart_share": (0.28, 0.36), # share of the cardiac width right of the midline
+    "dome_step_cm": (1.0, 2.5),        # right hemidiaphragm above the left
+    "mediastinum_cm": (5.0, 8.0),      # superior mediastinal width (wider than 8 cm: widened)
+    "ribs_above_dome": (9, 10),        # posterior ribs above the right dome at full inspiration
+    "ap_magnification": (1.12, 1.20),  # heart width on AP against PA
+    "ctr_child": (0.45, 0.56),         # children 1-6 years
+}
+CM_X, CM_Y = 1 / ANATOMY["field_cm"][0], 1 / ANATOMY["field_cm"][1]   # one cm in normalised coordinates
+AIR_GAIN = 1.7      # aeration of the lungs against the soft tissue in front of and behind them
+AIR_REFERENCE = 0.85   # the aeration findings' densities are written against: a finding scales with the air it replaces
+
 @dataclass
 class Patient:
     "Traits that stay with a patient across studies."
     id: int
     sex: str
     age: float
-    habitus: float   # thorax width factor
-    ctr: float       # cardiothoracic ratio of the healthy heart (PA)
-    heart_tilt: float
-    dome_depth: float
+    habitus: float     # rib-cage width factor (1: the middle of ANATOMY["thorax_cm"])
+    ctr: float         # cardiothoracic ratio of the healthy heart (PA)
+    lung_height: float # apex-to-dome length factor
+    dome_depth: float  # dome height above the costophrenic angles
+    soft: float        # soft-tissue thickness (body build)
+    bone: float        # bone density (lower in children and the old)
+    paediatric: bool = False
 
 def make_patient(seed:int, patient:int, paediatric:bool=False) -> Patient:
     "The patient `patient` of the population seeded by `seed`."
     r = np.random.default_rng([int(seed), int(patient), 0xC4])
     age = float(r.uniform(1, 6) if paediatric else np.clip(r.triangular(18, 62, 95), 18, 95))
-    return Patient(patient, "M" if r.random() < 0.5 else "F", round(age, 1), float(r.uniform(0.88, 1.06)),
-                   float(r.uniform(0.40, 0.48) if not paediatric else r.uniform(0.44, 0.50)),
-                   float(r.uniform(-18, -8)), float(r.uniform(0.06, 0.085)))
+    sex = "M" if r.random() < 0.5 else "F"
+    lo, hi = ANATOMY["ctr_child" if paediatric else "ctr_pa"]
+    bone = 0.7 if paediatric else 1.0 - 0.004 * max(age - 50, 0) * (1.6 if sex == "F" else 1.0)
+    return Patient(patient, sex, round(age, 1), float(r.uniform(0.90, 1.08) * (1.0 if sex == "M" else 0.95)),
+                   float(r.uniform(lo, hi)), float(r.uniform(0.9, 1.1)), float(r.uniform(0.09, 0.14)),
+                   float(np.clip(r.normal(1.0, 0.18), 0.6, 1.5)), float(bone), paediatric)
 
 class _Canvas:
     "An S x S float32 drawing surface in normalised coordinates (cv2 primitives with sub-pixel precision)."
@@ -160,152 +185,320 @@ class _Thorax:
     C: _Canvas
     p: Patient
     view: str
-    cx: float; w: float; apex: float
-    peak: dict; depth: float
-    ctr_image: float
-    heart: tuple        # (centre, axes, angle)
-    medi_w: float
+    cx: float; w: float; apex: float        # midline, rib-cage half-width, lung apex
+    peak: dict; depth: float                # dome tops by side (-1: image left = patient right), dome height
+    ctr_image: float                        # cardiothoracic ratio as projected
+    heart: tuple                            # (centre, half-axes, 0): the cardiac silhouette's box
+    medi_w: float                           # superior mediastinal half-width
     hila: dict
+    spine_x: float = 0.5                    # spinous processes (shift with rotation)
+    carina: float = 0.3
+    heart_top: float = 0.4
+    zoom: float = 1.0
+    right_heart: float = 0.0                # cardiac width right of the midline
+    medi_base: float = 0.0                  # the healthy superior mediastinal half-width
+    magnification: float = 1.0              # of the heart (AP films)
+    collapsed: int = 0                      # the side of a lobar collapse (atelectasis), 0: none
+    arms_up: bool = False
+    devices: list = field(default_factory=list)
     layers: dict = field(default_factory=dict)
     masks: dict = field(default_factory=dict)
 
+MEDIASTINUM_HALF = 0.5 * ANATOMY["mediastinum_cm"][0] * CM_X   # a healthy superior mediastinum: half of its 5 cm
+
 def _plan_thorax(C, p, view, findings, r) -> _Thorax:
-    "Geometry of one study, with findings that change geometry (heart size, volume loss, hyperinflation) applied."
-    ap = view.startswith("AP")
-    w = 0.335 * p.habitus + r.normal(0, 0.005)
-    cx = 0.5 + r.normal(0, 0.012)
-    insp = r.uniform(-0.02, 0.03) + (0.04 if ap else 0.0)   # AP: lower inspiration, higher domes
-    peak_r = 0.66 + insp
-    depth = p.dome_depth
-    if "Emphysema" in findings: peak_r, depth = peak_r + 0.06, depth * 0.35
-    peak = {-1: peak_r, 1: peak_r + r.uniform(0.015, 0.035)}
-    if "Atelectasis" in findings: peak[int(r.choice([-1, 1]))] -= r.uniform(0.02, 0.04)
+    "Geometry of one study (anatomy, positioning, inspiration), with findings that change geometry applied."
+    ap, child = view.startswith("AP"), p.paediatric
+    zoom = r.uniform(0.72, 0.9) if child else r.uniform(0.8, 1.0)          # collimation: chest size in the field
+    w = 0.5 * np.mean(ANATOMY["thorax_cm"]) * CM_X * p.habitus * zoom * (1.05 if child else 1.0)
+    cx = 0.5 + r.normal(0, 0.03)
+    top = 0.13 + r.normal(0, 0.03) + (0.06 if child else 0.0)
+    insp = r.uniform(-0.05, 0.04) - (0.05 if ap else 0.0)                     # depth of inspiration (AP: shallower)
+    height = np.mean(ANATOMY["lung_height_cm"]) * CM_Y * p.lung_height * zoom * (0.82 if child else 1.0) * (1 + insp)
+    if "Emphysema" in findings: height *= 1.10
+    peak_r = top + height
+    depth = p.dome_depth * zoom * (0.35 if "Emphysema" in findings else 1.0)
+    peak = {-1: peak_r, 1: peak_r + r.uniform(*ANATOMY["dome_step_cm"]) * CM_Y * zoom}
+    collapsed = int(r.choice([-1, 1])) if "Atelectasis" in findings else 0   # volume loss raises that dome
+    if collapsed: peak[collapsed] -= r.uniform(0.02, 0.04)
     ctr = p.ctr if "Cardiomegaly" not in findings else r.uniform(0.53, 0.66)
-    ctr_image = ctr * (1.12 if ap else 1.0)
-    Wh = ctr_image * 2 * w
-    b = 0.15 + 0.08 * (ctr - 0.45)
-    th = math.radians(p.heart_tilt)
-    a = math.sqrt(max((Wh / 2) ** 2 - (b * math.sin(th)) ** 2, 1e-6)) / math.cos(th)
-    hx = cx - 0.30 * Wh + Wh / 2        # about two thirds of the heart to the patient's left
-    hy = peak[1] + 0.05 - 0.75 * b         # top near hilar level, bottom hidden under the dome
-    medi = (0.048 + r.normal(0, 0.003)) * p.habitus
-    if "Enlarged Cardiomediastinum" in findings: medi *= r.uniform(1.6, 2.0)
-    hila = {-1: (cx - 0.10 * p.habitus, 0.40 + insp / 2), 1: (cx + 0.095 * p.habitus, 0.375 + insp / 2)}
-    return _Thorax(C, p, view, cx, w, 0.085 + insp / 3, peak, depth, ctr_image, ((hx, hy), (a, b), p.heart_tilt), medi, hila)
+    magnification = r.uniform(*ANATOMY["ap_magnification"]) if ap else 1.0
+    ctr_image = ctr * magnification
+    rot = r.normal(0, 0.6)                                                    # axial rotation, in cm of spinous-process shift
+    medi = MEDIASTINUM_HALF * zoom * p.habitus * r.uniform(0.9, 1.1) * (1.25 if child and p.age < 3 else 1.0)
+    if "Enlarged Cardiomediastinum" in findings: medi *= r.uniform(1.5, 1.8)
+    wh = ctr_image * 2 * w
+    right = wh * r.uniform(*ANATOMY["right_heart_share"])
+    heart_top = top + 0.53 * height
+    bottom = peak[1] + 0.3 * depth
+    heart = ((cx + (wh / 2 - right), (heart_top + bottom) / 2), (wh / 2, (bottom - heart_top) / 2), 0.0)
+    hila = {-1: (cx - 0.36 * w, top + 0.40 * height), 1: (cx + 0.33 * w, top + 0.36 * height)}
+    return _Thorax(C, p, view, cx, w, top, peak, depth, ctr_image, heart, medi, hila, spine_x=cx + rot * CM_X,
+                   carina=top + 0.30 * height, heart_top=heart_top, zoom=zoom, right_heart=right,
+                   medi_base=MEDIASTINUM_HALF * zoom * p.habitus, magnification=magnification, collapsed=collapsed)
 
-def _draw_anatomy(T:_Thorax, r):
-    C, cx, w = T.C, T.cx, T.w
-    X, Y = C.X, C.Y
-    # body envelope: trunk, neck, shoulders; thicker (brighter) in the middle
-    trunk = ((np.abs(X - cx) / (1.32 * w)) ** 3 + (np.abs(Y - 0.62) / 0.66) ** 3) < 1   # shoulders: rounded top corners
-    body = trunk.astype(np.float32)
-    C.poly([(cx - 0.085, 0), (cx + 0.085, 0), (cx + 0.09, 0.1), (cx - 0.09, 0.1)], out=body)   # neck
-    body = C.blur(np.clip(body, 0, 1), 0.01)
-    thick = np.clip(1 - (np.abs(X - cx) / (1.4 * w)) ** 2, 0, 1) ** 0.5
-    soft = body * (0.42 + 0.22 * thick)
-    if T.p.sex == "F" and T.p.age > 14:
-        for s in (-1, 1):
-            bc = (cx + s * 0.62 * w, T.peak[s] + 0.02)
-            soft += 0.12 * C.blur(C.ellipse(bc, (0.34 * w, 0.12), 0), 0.02) * body
-    # abdomen below the domes
-    abd = C.blank()
-    for s in (-1, 1):
-        d = _dome(cx, w * 1.02, T.peak[s], T.depth, s)
-        C.poly(np.concatenate([d, [(cx, 1.02), (cx + s * 1.3 * w, 1.02)]]), out=abd)
-    abd = C.blur(np.clip(abd, 0, 1), 0.004) * body
+# %% ../nbs/02_synth.ipynb #10c8f515
+def _cage_halfwidth(T, side, y):
+    "Half-width of the inner rib cage at height `y` on `side`: narrow at the apex, widest at two thirds, in a little at the costophrenic angle."
+    cp = T.peak[side] + T.depth
+    u = np.clip((np.asarray(y, np.float64) - T.apex) / (cp - T.apex), 0, 1.05)
+    return T.w * (0.36 + 0.64 * np.sin(np.minimum(u / 0.8, 1) * np.pi / 2) ** 0.7)
 
-    # lungs: lateral wall (apex -> costophrenic angle) + dome + midline
+def _silhouette_borders(T, ys):
+    "Distances from the midline of the right (SVC, right atrium) and left (aortic knob, pulmonary trunk, left ventricle) borders at heights `ys`."
+    m, top, H = T.medi_w, T.apex, T.peak[-1] - T.apex
+    right, left = T.right_heart, T.ctr_image * 2 * T.w - T.right_heart
+    bottom = T.heart[0][1] + T.heart[1][1]
+    v = np.clip((ys - T.heart_top) / (bottom - T.heart_top), 0, 1)
+    upper = ys < T.heart_top
+    m = np.where(ys >= top, m, T.medi_base)     # a widened mediastinum is widened below the thoracic inlet, not in the neck
+    thymus = 0.0
+    if T.p.paediatric and T.p.age < 3:          # the thymus: a sail off the right upper mediastinum in infants
+        thymus = 1.2 * CM_X * T.zoom * np.clip(np.sin(np.pi * (ys - top - 0.12 * H) / (T.heart_top - top - 0.12 * H)), 0, 1) * upper
+    r_b = thymus + np.where(upper, m * (0.7 + 0.25 * np.clip((ys - top) / (T.heart_top - top), 0, 1)),
+                   0.95 * m + (right - 0.95 * m) * np.sin(np.pi / 2 * np.minimum(v / 0.62, 1)))
+    knob = 1.4 * CM_X * T.zoom * (1.0 + 0.006 * max(T.p.age - 40, 0)) * np.exp(-((ys - (top + 0.19 * H)) / (0.055 * H)) ** 2)
+    trunk = 0.35 * CM_X * T.zoom * np.exp(-((ys - (top + 0.33 * H)) / (0.04 * H)) ** 2)
+    l_b = np.where(upper, m + knob + trunk, 1.1 * m + (left - 1.1 * m) * np.sin(np.pi / 2 * np.minimum(v / 0.8, 1)) ** 0.6)
+    return r_b, l_b
+
+def _outlines(T):
+    "Rib cage, lung fields and cardiomediastinal silhouette as float masks; anatomy masks for explanations."
+    C, cx = T.C, T.cx
+    ys = np.linspace(0, T.heart[0][1] + T.heart[1][1] + 0.06, 48)
+    r_b, l_b = _silhouette_borders(T, ys)
+    sil = C.poly(np.concatenate([np.stack([cx - r_b, ys], 1), np.stack([cx + l_b, ys], 1)[::-1]]))
+    heart = sil * (C.Y >= T.heart_top)
     lungs = {}
     for s in (-1, 1):
-        t = np.linspace(0, 1, 20)
-        wall = np.stack([cx + s * w * (0.42 + 0.58 * np.sin(t * np.pi / 2) ** 0.6),
-                         T.apex + (T.peak[s] + T.depth - T.apex) * t], 1)
-        lungs[s] = C.poly(np.concatenate([[(cx + s * 0.02, T.apex + 0.04)], wall, _dome(cx, w, T.peak[s], T.depth, s)]))
-    # mediastinum (with aortic knob) and heart, carved out of the lungs
-    (hx, hy), (a, b), ang = T.heart
-    heart = C.ellipse((hx, hy), (a, b), ang)
-    m = T.medi_w
-    medi = C.poly([(cx - m, 0), (cx + m, 0), (cx + m * 1.05, 0.24), (cx + m * 1.45, 0.28), (cx + m * 1.2, 0.33),
-                   (cx + m * 1.1, hy), (cx - m * 1.1, hy), (cx - m * 1.05, 0.30)])
-    cardio = np.maximum(heart, medi)
-    T.masks["heart"], T.masks["mediastinum"] = heart > 0.5, medi > 0.5
-    for s in (-1, 1): lungs[s] = np.clip(lungs[s] - cardio, 0, 1) * (1 - abd)
+        cp = T.peak[s] + T.depth
+        y = np.linspace(T.apex, cp, 28)
+        wall = np.stack([cx + s * _cage_halfwidth(T, s, y), y], 1)
+        cap = [(cx + s * 0.04, T.apex + 0.05), (cx + s * 0.12 * T.w, T.apex + 0.012)]
+        lungs[s] = C.poly(np.concatenate([cap, wall, _dome(cx, _cage_halfwidth(T, s, cp), T.peak[s], T.depth, s), [(cx, T.apex + 0.06)]]))
+        lungs[s] = np.clip(lungs[s] - sil, 0, 1)
     lung = np.clip(lungs[-1] + lungs[1], 0, 1)
-    T.masks["lung_r"], T.masks["lung_l"], T.masks["lungs"] = lungs[-1] > 0.5, lungs[1] > 0.5, lung > 0.5
-    T.layers["lungs"] = {s: lungs[s] for s in (-1, 1)}
-    inner = C.blur(lung, 0.03)
-    air = lung * (0.55 + 0.45 * inner) * (1 - 0.25 * np.clip((Y - 0.45) / 0.3, 0, 1))
-    # trachea and main bronchi
-    trach = C.blank()
-    C.line((cx, 0.0), (cx + 0.004, 0.31), 0.024, 1.0, trach)
-    for s in (-1, 1): C.line((cx + 0.004, 0.31), T.hila[s], 0.014, 0.7, trach)
-    air = np.maximum(air, 0.75 * C.blur(trach, 0.004))
-    # spine with disc spaces; ribs; clavicles
-    bone = C.blank()
-    sp = C.blank(); C.poly([(cx - 0.034, 0), (cx + 0.034, 0), (cx + 0.036, 1), (cx - 0.036, 1)], out=sp)
-    discs = 0.5 + 0.5 * np.cos(2 * np.pi * (Y - r.uniform(0, 0.05)) / 0.047)
-    bone += sp * (0.16 + 0.08 * (discs < 0.15))
-    ribs = C.blank()
-    gap = (T.peak[-1] - T.apex) / 8.6
-    rib_paths = {-1: [], 1: []}
-    for i in range(10):
-        y0 = T.apex - 0.02 + i * gap
+    T.masks.update(heart=heart > 0.5, mediastinum=(sil * (C.Y < T.heart_top)) > 0.5, lung_r=lungs[-1] > 0.5,
+                   lung_l=lungs[1] > 0.5, lungs=lung > 0.5)
+    T.layers.update(lungs=lungs, lung=lung, silhouette=sil)
+
+# %% ../nbs/02_synth.ipynb #fe9ff5ca
+def _spine(T, r):
+    "Vertebral bodies with end plates, pedicles and spinous processes, T1 at the apex down to the lumbar spine; returns the vertebral pitch."
+    C = T.C
+    pitch = (T.peak[-1] + 0.12 * T.zoom - T.apex) / 11          # T1..T12
+    half = 0.5 * 3.4 * CM_X * T.zoom * (0.8 if T.p.paediatric else 1.0)
+    out = C.blank()
+    y = T.apex - 0.3 * pitch
+    while y < 1.02:
+        k = 0.8 * pitch
+        body = np.array([(T.cx - half, y), (T.cx + half, y), (T.cx + half * 1.04, y + k), (T.cx - half * 1.04, y + k)])
+        C.poly(body, 0.06, out); C.polyline(body, 0.004, 0.12, out, closed=True)
         for s in (-1, 1):
-            t = np.linspace(0, 1, 16)
-            x = cx + s * (0.04 + (w * 1.02 - 0.03) * t)
-            y = y0 - 0.035 * np.sin(np.pi * t * 0.8) + (0.06 + 0.03 * i / 9) * t ** 2.2
-            path = np.stack([x, y], 1)
-            rib_paths[s].append(path)
-            C.polyline(path, 0.017, 0.12, ribs)
-            xa = cx + s * (w * 1.0 - 0.5 * w * t)                       # faint anterior ribs
-            ya = y0 + 0.05 + 0.11 * t + 0.03 * np.sin(np.pi * t)
-            C.polyline(np.stack([xa, ya], 1), 0.012, 0.05, ribs)
-    T.layers["rib_paths"] = rib_paths
-    clav = C.blank()
-    ap_up = 0.03 if T.view.startswith("AP") else 0.0
+            C.ellipse((T.cx + s * 0.72 * half, y + 0.3 * k), (0.22 * half, 0.3 * k), 0, 0.12, out, thickness=C.px(0.004))
+        C.ellipse((T.spine_x, y + 0.75 * k), (0.12 * half, 0.32 * k), 0, 0.08, out)
+        y += pitch * (1.0 if y < T.peak[-1] + 0.1 else 1.15)       # lumbar bodies are taller
+    return out, pitch
+
+def _rib_path(T, s, k, y0, pitch):
+    "Posterior rib `k` (1..12) on side `s`: up and out from the spine, then down along the cage; and its anterior arc back down and in."
+    t = np.linspace(0, 1, 16)
+    child = T.p.paediatric
+    drop = (0.10 + 0.05 * k / 12) * (0.55 if child else 1.0) * T.zoom
+    rise = (0.025 if k > 1 else 0.01) * T.zoom
+    yy = y0 - rise * np.sin(np.pi * np.minimum(t / 0.5, 1) / 2) * (1 - t) * 2 + drop * t ** 1.4
+    wall = _cage_halfwidth(T, s, yy) + 0.012
+    xx = T.cx + s * (0.05 * T.zoom + (wall - 0.05 * T.zoom) * t ** 0.9)
+    post = np.stack([xx, yy], 1)
+    ta = np.linspace(0, 1, 10)
+    ye = yy[-1]
+    xa = xx[-1] - s * (wall[-1] - (0.30 + 0.02 * k) * T.w) * ta
+    ya = ye + 0.012 + (0.10 + 0.004 * k) * T.zoom * ta * (0.6 if child else 1.0) - 0.02 * np.sin(np.pi * ta)
+    return post, np.stack([xa, ya], 1)
+
+def _ribs(T, r, pitch):
+    "Twelve pairs: posterior ribs dense with bright cortical margins, anterior ribs fainter; the paths for fractures."
+    C, out = T.C, T.C.blank()
+    paths = {-1: [], 1: []}
+    for k in range(1, 13):
+        y0 = T.apex + 0.02 + (k - 1) * pitch * 0.95
+        width = (0.9 + 0.4 * k / 12) * CM_Y * T.zoom
+        for s in (-1, 1):
+            post, ant = _rib_path(T, s, k, y0, pitch)
+            paths[s].append(post)
+            C.polyline(post, width, 0.10, out); C.polyline(post + [0, 0.4 * width], 0.25 * width, 0.07, out)
+            if k <= 9: C.polyline(ant, width * 1.2, 0.045, out)
+    T.layers["rib_paths"] = paths
+    return out
+
+def _shoulder_girdle(T, r):
+    "Clavicles, scapulae and proximal humeri (raised above the head on some children's films)."
+    C, cx, w, top = T.C, T.cx, T.w, T.apex
+    out = C.blank()
+    ap = T.view.startswith("AP")
+    T.arms_up = T.p.paediatric and r.random() < 0.5
     for s in (-1, 1):
-        t = np.linspace(0, 1, 12)
-        C.polyline(np.stack([cx + s * (0.035 + 1.0 * w * t), 0.185 - ap_up - 0.07 * t + 0.02 * np.sin(np.pi * t)], 1),
-                   0.02, 0.16, clav)
-    bone += C.blur(ribs, 0.002) * body + C.blur(clav, 0.003)
-    # gastric bubble under the image-right hemidiaphragm
-    gb = C.ellipse((cx + 0.5 * w, T.peak[1] + T.depth + 0.045), (0.06, 0.03), 0) * abd
-    dense = np.maximum(0.46 * cardio + 0.08 * C.blur(medi, 0.01), 0.46 * abd)   # heart and abdomen meet at the domes
-    T.layers.update(soft=soft, air=air, bone=bone, dense=dense * body, gas=0.4 * gb, body=body, add=C.blank(), lung=lung)
-    T.layers["vessels"] = _vessels(T, r)
+        t = np.linspace(0, 1, 14)
+        y_med, y_lat = top + 0.085 * T.zoom - (0.03 if ap else 0.0), top + (0.035 if ap else 0.0) * T.zoom - 0.005
+        clav = np.stack([cx + s * (0.045 + (w + 0.02) * t), y_med + (y_lat - y_med) * t + 0.012 * np.sin(2 * np.pi * t)], 1)
+        C.polyline(clav, 1.8 * CM_Y * T.zoom, 0.26, out); C.polyline(clav + [0, 0.006], 0.005, 0.1, out)
+        med = 0.0 if not ap else -0.1 * w
+        scap = np.array([(cx + s * (0.80 * w + med), top + 0.01), (cx + s * (w + 0.05), top - 0.01), (cx + s * (w + 0.07), top + 0.09),
+                         (cx + s * (0.96 * w + med), top + 0.40 * (T.peak[s] - top)), (cx + s * (0.82 * w + med), top + 0.22 * (T.peak[s] - top))])
+        C.poly(scap, 0.05, out); C.polyline(scap, 0.005, 0.06, out, closed=True)
+        head = (cx + s * (w + 0.10 * T.zoom), top + 0.10 * T.zoom)
+        C.ellipse(head, (2.3 * CM_X * T.zoom, 2.3 * CM_X * T.zoom), 0, 0.16, out)
+        shaft_end = (head[0] + s * 0.05, -0.3) if T.arms_up else (head[0] + s * 0.1, top + 0.7)
+        C.line(head, shaft_end, 2.4 * CM_X * T.zoom, 0.16, out)
+    return out
+
+# %% ../nbs/02_synth.ipynb #cae71778
+def _body(T, r):
+    "The body's outline (trunk, shoulders, neck, arms) and its soft-tissue thickness; breasts on adult women."
+    C, cx, w, top, z = T.C, T.cx, T.w, T.apex, T.zoom
+    wall = (1.0 + 3.0 * T.p.soft) * CM_X * z                  # chest-wall soft tissue outside the ribs
+    neck = (0.14 if not T.p.paediatric else 0.12) * z * r.uniform(0.85, 1.2)
+    sh = r.normal(0, 0.025)                                   # shoulders held high or low
+    side = lambda s: [(cx + s * neck * 0.9, -0.05), (cx + s * neck, top - 0.07 * z), (cx + s * (0.55 * w + 0.02), top + sh),
+                      (cx + s * (w + wall + 0.04), top + 0.06 * z + sh), (cx + s * (w + wall), top + 0.2 * z),
+                      (cx + s * (w + wall), T.peak[s] + T.depth), (cx + s * (w + wall - 0.09 * z), 1.05)]
+    body = C.poly(side(-1) + side(1)[::-1])
+    for s in (-1, 1):
+        head = (cx + s * (w + 0.10 * z), top + 0.10 * z)
+        end = (head[0] + s * 0.05, -0.3) if T.arms_up else (head[0] + s * 0.1, top + 0.7)
+        C.line(head, end, 0.15 * z, 1.0, body); C.ellipse(head, (0.075 * z, 0.075 * z), 0, 1.0, body)
+    body = C.blur(np.clip(body, 0, 1), 0.004)
+    dist = cv2.distanceTransform((body > 0.5).astype(np.uint8), cv2.DIST_L2, 5) / C.S
+    R = 0.22 * z
+    thick = np.sqrt(np.clip(dist / R, 0, 1) * (2 - np.clip(dist / R, 0, 1)))
+    soft = body * (0.32 + 0.40 * thick) * (0.9 + 0.1 * T.p.soft)
+    if T.p.sex == "F" and not T.p.paediatric:
+        size = r.uniform(0.6, 1.3) * T.p.soft
+        for s in (-1, 1):
+            c = (cx + s * 0.62 * w, T.peak[s] - 0.03 + 0.04 * size)
+            breast = C.ellipse(c, (0.30 * w * size ** 0.5, 0.10 * size ** 0.5), s * 10, 1.0)
+            soft += 0.10 * size * C.blur(breast, 0.012) * body
+    T.layers['thick'] = thick
+    soft += 0.15 * body * np.clip((top + 0.12 * z - C.Y) / (0.12 * z), 0, 1)   # neck and shoulder girdle: the deepest soft tissue
+    soft += r.uniform(0.0, 0.05) * C.blur(body, 0.05) * (1 - body)     # scatter: a haze around the body
+    return body, soft
+
+def _noise_blobs(C, r, sigma, thresh):
+    "Random blobs: smoothed white noise above `thresh` standard deviations (gas, consolidation, infiltrates)."
+    n = r.standard_normal((C.S, C.S)).astype(np.float32)
+    n = C.blur(n, sigma); n /= n.std() + 1e-6
+    return n > thresh
+
+def _abdomen(T, r):
+    "Everything below the domes (liver, spleen, bowel) as one density; the gastric bubble and colonic gas under the left dome."
+    C, cx, w = T.C, T.cx, T.w
+    abd = C.blank()
+    for s in (-1, 1):
+        d = _dome(cx, _cage_halfwidth(T, s, T.peak[s] + T.depth) * 1.06, T.peak[s], T.depth, s)
+        C.poly(np.concatenate([d, [(cx, 1.05), (cx + s * 1.4 * w, 1.05), (cx + s * 1.4 * w, T.peak[s] + T.depth)]]), out=abd)
+    abd = C.blur(np.clip(abd, 0, 1), 0.003)
+    below = np.zeros_like(abd); k = int(0.05 * C.S); below[k:] = abd[:-k]           # the abdomen shifted 5% down
+    T.layers['recess'] = C.blur(np.clip(abd - below, 0, 1), 0.015)   # posterior recesses: air behind the domes, just below them
+    gas = C.blank()
+    top = T.peak[1] + 0.35 * T.depth
+    bubble = C.ellipse((cx + 0.42 * w, top + 0.035), (r.uniform(0.035, 0.07), r.uniform(0.02, 0.035)), r.uniform(-10, 10))
+    gas += bubble * (C.Y < top + 0.035 + 0.01)               # air above the gastric fluid level
+    colon = _noise_blobs(C, r, 0.008, 1.6) & (C.X > cx + 0.35 * w) & (C.Y > top + 0.09)
+    gas += 0.6 * C.blur(colon.astype(np.float32), 0.003)
+    return abd, gas * abd
+
+# %% ../nbs/02_synth.ipynb #c29422c6
+LUNG_SPECTRUM_BETA = 3.0    # power-law exponent of anatomical background, P(f) ~ 1/f^beta
+
+def _power_law_noise(C, r, beta=LUNG_SPECTRUM_BETA):
+    "Zero-mean, unit-std noise whose radial power spectrum falls as 1/f^beta (the texture of overlapping anatomy)."
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(C.S), np.fft.rfftfreq(C.S), indexing="ij")).astype(np.float32)
+    f[0, 0] = 1.0
+    spec = (r.standard_normal(f.shape) + 1j * r.standard_normal(f.shape)).astype(np.complex64) * f ** (-beta / 2)
+    spec[0, 0] = 0
+    n = np.fft.irfft2(spec, s=(C.S, C.S)).astype(np.float32)
+    return n / (n.std() + 1e-8)
 
 def _vessels(T, r):
-    "Bronchovascular markings: branching tapering lines from each hilum, fading to the periphery."
+    "Pulmonary vessels: curving trees from each hilum, tapering and thinning to the periphery; the hilar shadows."
     C, out = T.C, T.C.blank()
     def branch(p, ang, length, width, val, depth):
         q = (p[0] + length * math.cos(ang), p[1] + length * math.sin(ang))
         C.line(p, q, width, val, out)
         if depth:
-            for d in (-1, 1): branch(q, ang + d * r.uniform(0.25, 0.55), length * r.uniform(0.62, 0.8), width * 0.72, val * 0.82, depth - 1)
+            for d in (-1, 1):
+                branch(q, ang + d * r.uniform(0.2, 0.6) + r.normal(0, 0.15), length * r.uniform(0.6, 0.8), width * 0.7, val * 0.85, depth - 1)
     for s in (-1, 1):
+        hx, hy = T.hila[s]
         base = math.pi if s < 0 else 0.0
-        for k in range(6):
-            ang = base + s * math.radians(-75 + k * 30 + r.normal(0, 8))
-            branch(T.hila[s], ang, 0.06 + r.uniform(0, 0.02), 0.011, 0.11, 4)
+        for k in range(12):                                  # trunks leave along the hilum, not from one point
+            ang = base + s * math.radians(-85 + k * 16 + r.normal(0, 8))
+            root = (hx + s * r.uniform(0, 0.02), hy + r.uniform(-0.05, 0.05) * T.zoom)
+            branch(root, ang, (0.055 + r.uniform(0, 0.03)) * T.zoom, 0.012 * T.zoom, 0.15, 5)
+        C.ellipse((hx, hy), (0.025 * T.zoom, 0.05 * T.zoom), s * 15, 0.10, out)
     d = np.hypot(C.X[..., None] - np.array([T.hila[-1][0], T.hila[1][0]]), C.Y[..., None] - np.array([T.hila[-1][1], T.hila[1][1]])).min(-1)
-    fade = np.clip(1.25 - d / 0.28, 0.15, 1.0)
-    return C.blur(out, 0.0025) * fade * T.layers["lung"]
+    fade = np.clip(1.3 - d / (0.30 * T.zoom), 0.12, 1.0)
+    return C.blur(out, 0.002) * fade * C.blur(T.layers["lung"], 0.01)
+
+def _draw_anatomy(T:_Thorax, r):
+    "Every layer of the healthy chest: soft tissue, dense (heart, mediastinum, abdomen), bone, air, vessels, gas."
+    C = T.C
+    _outlines(T)
+    spine, pitch = _spine(T, r)
+    bone = spine + _ribs(T, r, pitch) + _shoulder_girdle(T, r)
+    body, soft = _body(T, r)
+    abd, gas = _abdomen(T, r)
+    lungs, lung = T.layers["lungs"], T.layers["lung"]
+    for s in (-1, 1): lungs[s] *= 1 - abd
+    lung = lung * (1 - abd)
+    inner = C.blur(lung, 0.06); inner /= inner.max() + 1e-6
+    apices = np.clip((T.apex + 0.12 - C.Y) / 0.12, 0, 1)
+    texture = _power_law_noise(C, r)
+    air = lung * (0.35 + 0.65 * inner) * (1 - 0.22 * np.clip((C.Y - T.hila[-1][1]) / 0.3, 0, 1)) * (1 - 0.25 * apices)
+    air *= AIR_GAIN * (1 + 0.10 * texture)
+    trach = C.blank()
+    C.line((T.cx, 0.0), (T.cx + 0.004, T.carina), 1.8 * CM_X * T.zoom, 1.0, trach)
+    for s in (-1, 1): C.line((T.cx + 0.004, T.carina), T.hila[s], 1.1 * CM_X * T.zoom, 0.8, trach)
+    air = np.maximum(air, 0.8 * C.blur(trach, 0.004)) + 0.5 * T.layers['recess'] * (1 - T.layers['silhouette'])
+    air = np.minimum(air, 0.6 * soft / 0.42)                  # the chest wall in front and behind always attenuates
+    sil = C.blur(T.layers["silhouette"], 0.002)
+    dense = np.maximum(0.26 * sil * np.clip(0.6 + (C.Y - T.apex) / 0.5, 0.6, 1), 0.78 * abd * T.layers['thick'] ** 1.5) * body
+    dense += 0.03 * _power_law_noise(C, r) * body
+    k = r.uniform(0.85, 1.15)                       # exposure: the same chest lighter or darker
+    bone = bone * body * T.p.bone * (1 - 0.5 * np.maximum(sil, abd))   # bone behind the heart and liver shows less
+    T.layers.update(soft=k * soft, air=k * air, bone=k * bone, dense=k * dense, gas=0.4 * gas, body=body, add=C.blank(), lung=lung)
+    T.masks["lungs"], T.masks["lung_r"] = lung > 0.5, lungs[-1] > 0.5
+    T.masks["lung_l"] = (lungs[1] > 0.5) & ~T.masks["lung_r"]          # the two lungs never share a pixel
+    T.masks["heart"] &= abd < 0.5                          # the heart ends at the domes: below them is abdomen
+    T.layers["vessels"] = _vessels(T, r)
+    T.layers["external"] = _portable_artefacts(T, r)
+
+def _portable_artefacts(T, r):
+    "What a portable AP film carries outside the patient: ECG electrodes with their leads, and sometimes a skin fold. Not labelled: no finding."
+    C, out = T.C, T.C.blank()
+    if not T.view.startswith("AP") or r.random() > 0.7: return out
+    for _ in range(int(r.integers(2, 5))):
+        c = (T.cx + r.uniform(-1.1, 1.1) * T.w, T.apex + r.uniform(-0.05, 0.35))
+        C.ellipse(c, (0.012, 0.012), 0, 0.35, out, thickness=C.px(0.003)); C.ellipse(c, (0.003, 0.003), 0, 0.6, out)
+        end = (c[0] + r.uniform(-0.3, 0.3), -0.05 if r.random() < 0.5 else 1.05)
+        mid = ((c[0] + end[0]) / 2 + r.normal(0, 0.08), (c[1] + end[1]) / 2)
+        C.polyline(np.array([c, mid, end]), 0.003, 0.3, out)
+    if r.random() < 0.2:                                          # a skin fold: an edge over the lateral lung, no pleural line
+        s = int(r.choice([-1, 1])); y = np.linspace(T.apex + 0.15, T.peak[s], 12)
+        edge = np.stack([T.cx + s * (0.8 * T.w + 0.03 * np.sin(np.linspace(0, 3, 12))), y], 1)
+        C.polyline(edge, 0.02, 0.05, out)
+    return C.blur(out, 0.001)
 
 # %% ../nbs/02_synth.ipynb #2ff4b2da
-def _noise_blobs(C, r, sigma, thresh):
-    n = r.standard_normal((C.S, C.S)).astype(np.float32)
-    n = C.blur(n, sigma); n /= n.std() + 1e-6
-    return n > thresh
-
 def _lung_zone(T, side, y0, y1):
     return T.masks["lung_r" if side < 0 else "lung_l"] & (T.C.Y >= y0) & (T.C.Y <= y1)
 
 def _f_cardiomegaly(T, r):
-    return T.masks["heart"].copy(), float(np.clip((T.ctr_image / (1.12 if T.view.startswith("AP") else 1) - 0.5) / 0.16, 0.05, 1))
+    return T.masks["heart"].copy(), float(np.clip((T.ctr_image / T.magnification - 0.5) / 0.16, 0.05, 1))
 
 def _f_ecm(T, r):
-    m = T.masks["mediastinum"] & (T.C.Y < T.heart[0][1] - 0.5 * T.heart[1][1])
-    return m, float(np.clip((T.medi_w / (0.048 * T.p.habitus) - 1.4) / 0.7, 0.1, 1))
+    m = T.masks["mediastinum"] & (T.C.Y < T.heart_top) & (T.C.Y > T.apex)
+    return m, float(np.clip((T.medi_w / T.medi_base - 1.4) / 0.5, 0.1, 1))
 
 def _f_effusion(T, r):
     C, cx, w = T.C, T.cx, T.w
@@ -313,7 +506,7 @@ def _f_effusion(T, r):
     mask = np.zeros((C.S, C.S), bool); sev = r.uniform(0.15, 1.0)
     for s in sides:
         lat = np.clip((C.X - cx) * s / w, 0, 1.1)
-        h = 0.03 + 0.14 * sev
+        h = 0.5 * T.depth + 0.16 * sev                       # from the costophrenic angle: blunting, then above the dome
         level = T.peak[s] + T.depth - h - 0.06 * h / 0.17 * lat ** 3 * 3   # meniscus: climbs the lateral wall
         m = T.masks["lung_r" if s < 0 else "lung_l"] & (C.Y > level)
         m |= T.masks["lung_r" if s < 0 else "lung_l"] & (C.Y > T.peak[s] + T.depth - 0.025) & (lat > 0.75)  # blunted angle
@@ -374,7 +567,7 @@ def _f_edema(T, r):
 
 def _f_atelectasis(T, r):
     C = T.C
-    s = -1 if T.peak[-1] < T.peak[1] - 0.01 else 1 if T.peak[1] < T.peak[-1] - 0.0 else int(r.choice([-1, 1]))
+    s = T.collapsed or int(r.choice([-1, 1]))          # the band sits where the dome rose
     y = T.peak[s] - r.uniform(0.05, 0.12)
     x0 = T.cx + s * T.w * r.uniform(0.25, 0.4); x1 = T.cx + s * T.w * r.uniform(0.75, 0.9)
     band = C.blank(); C.line((x0, y), (x1, y + r.uniform(-0.03, 0.03)), r.uniform(0.012, 0.022), 1.0, band)
@@ -395,10 +588,10 @@ def _f_pneumothorax(T, r):
     space = cv2.morphologyEx(space.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
     line = cv2.dilate(space.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~space & (lung > 0)
     T.layers["vessels"] *= ~space
-    T.layers["add"] += 0.10 * line - 0.05 * space
+    T.layers["add"] += 0.18 * line - 0.10 * space
     return space, float(sev)
 
-def _px_per_cm(C): return C.S / 38.0   # a 38 cm field of view
+def _px_per_cm(C): return C.S * CM_X   # pixels per cm across the film
 
 def _f_nodule(T, r, mass=False):
     C = T.C
@@ -442,7 +635,7 @@ def _f_devices(T, r):
                                                   "pacemaker": .3, "nasogastric tube": .3}[d]] or [str(r.choice(DEVICES))]
     dev = C.blank()
     if "endotracheal tube" in kinds:
-        tip = 0.24 + r.uniform(-0.02, 0.03)
+        tip = T.carina - r.uniform(3, 7) * CM_Y * T.zoom      # 3-7 cm above the carina
         for dx in (-0.008, 0.008): C.line((cx + dx, 0.0), (cx + dx, tip), 0.004, 0.8, dev)
         C.line((cx + 0.006, 0.0), (cx + 0.006, tip), 0.003, 1.0, dev)
     if "central venous catheter" in kinds:
@@ -540,10 +733,15 @@ def _put_text(img, text, org, scale, val=1.0, mask=None):
     img *= 1 - alpha; img += float(val) * alpha
     if mask is not None: mask |= cv2.dilate((a > 0).astype(np.uint8), np.ones((3, 3), np.uint8))
 
+WINDOW_PERCENTILE = 99   # a workstation maps this percentile of a film's densities to full grey (the unattenuated beam stays black)
+
 def _acquire(I, site:SiteProfile, r, S, stamp:str|None):
-    "Tone-map, blur, noise, frame and annotate a rendered intensity map; returns [0, 1] float image and the stamp mask."
-    v = (1 - np.exp(-1.5 * np.clip(I, 0, None))) ** site.gamma     # attenuation -> film density
-    v = np.clip(site.brightness + 0.5 + site.contrast * (v - 0.5), 0, None) * (1 + site.saturate)
+    "Tone-map (with this film's exposure and processing), blur, noise, frame and annotate a rendered intensity map; returns [0, 1] float image and the stamp mask."
+    v = (1 - np.exp(-1.5 * np.clip(I, 0, None))) ** (site.gamma * r.uniform(0.8, 1.25))    # attenuation -> film density
+    eq = r.uniform(0.0, site.equalise)                           # large-area equalisation flattens lungs against mediastinum
+    if eq > 0.05: v = np.maximum(v - eq * (cv2.GaussianBlur(v, (0, 0), 0.06 * S) - v.mean()), 0.5 * v)   # never below half: no black halos
+    v = v / max(float(np.percentile(v[::4, ::4], WINDOW_PERCENTILE)), 1e-3)   # auto-windowing: the densest tissue to full grey
+    v = np.clip(site.brightness + site.contrast * r.uniform(0.9, 1.1) * v, 0, None) * (1 + site.saturate)
     v = cv2.GaussianBlur(v, (0, 0), site.blur * S / 256) if site.blur * S / 256 >= 0.3 else v
     v = v + r.standard_normal(v.shape).astype(np.float32) * site.noise * np.sqrt(np.clip(v, 0.02, None))
     v = np.clip(v, 0, 1)
@@ -593,6 +791,20 @@ def _lateral(C):
     I = body * 0.65 - 0.42 * C.blur(lung, 0.01) * (1 - heart) + 0.35 * heart + 0.2 * spine * body + 0.4 * dome * body
     return C.blur(I, 0.003)
 
+POSTURE = {"tilt_deg": 1.5, "warp": 0.02, "warp_scale": 4}   # in-plane tilt (sd, degrees); smooth displacement (sd, film widths) on a 4 x 4 grid
+
+def _posture(C, r) -> tuple[np.ndarray, np.ndarray]:
+    "A remap for the film: the patient tilted in the plane and a smooth random displacement (build, posture, the detector's position)."
+    ang = math.radians(r.normal(0, POSTURE["tilt_deg"]))
+    k = POSTURE["warp_scale"]
+    shift = [cv2.resize((r.standard_normal((k, k)) * POSTURE["warp"] * C.S).astype(np.float32), (C.S, C.S), interpolation=cv2.INTER_CUBIC)
+             for _ in range(2)]
+    c = (C.S - 1) / 2
+    x, y = np.meshgrid(np.arange(C.S, dtype=np.float32) - c, np.arange(C.S, dtype=np.float32) - c)
+    mx = (math.cos(ang) * x - math.sin(ang) * y + c + shift[0]).astype(np.float32)
+    my = (math.sin(ang) * x + math.cos(ang) * y + c + shift[1]).astype(np.float32)
+    return mx, my
+
 def render_study(seed:int, patient:int, study:int=0, # identity: the same triple always gives the same film
                  size:int=256, # image side in pixels (64 to 1024)
                  site:str|SiteProfile="nih", # acquisition profile (name in SITES or a SiteProfile)
@@ -628,14 +840,14 @@ def render_study(seed:int, patient:int, study:int=0, # identity: the same triple
                 if m.any(): masks[f], sev[f] = m, round(float(s), 3)
         masks.update({f"_{part}": T.masks[part] for part in ANATOMY_MASKS})    # where explanations should (not) look
         devices, L = getattr(T, "devices", []), T.layers
-        I = (L["soft"] + L["dense"] + L["bone"] - 0.42 * L["air"] + L["vessels"] - L["gas"] + L["add"]
-             + L.get("device", 0))
+        replaced = np.where(L["lung"] > 0.5, L["air"] / AIR_REFERENCE, 1.0)     # fluid, tissue or more air where there was lung
+        I = (L["soft"] + L["dense"] + L["bone"] - 0.42 * L["air"] + L["vessels"] - L["gas"] + replaced * L["add"]
+             + L.get("device", 0) + L["external"])
+        I = np.maximum(I, 0.2 * L["soft"])      # whatever a finding takes away, the chest wall in front and behind still attenuates
         ctr = round(T.ctr_image, 3)
-        ang = r.normal(0, 1.2)                  # patient rotation on the detector
-        if abs(ang) > 0.05:
-            M = cv2.getRotationMatrix2D((C.S / 2, C.S / 2), ang, 1.0)
-            I = cv2.warpAffine(I, M, (C.S, C.S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            masks = {k: cv2.warpAffine(m.astype(np.uint8), M, (C.S, C.S), flags=cv2.INTER_NEAREST) > 0 for k, m in masks.items()}
+        mx, my = _posture(C, r)                 # the patient's tilt and build on the detector, films and masks alike
+        I = cv2.remap(I, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        masks = {k: cv2.remap(m.astype(np.uint8), mx, my, cv2.INTER_NEAREST) > 0 for k, m in masks.items()}
     stamp = None
     if shortcut is not None:
         pos = shortcut.finding in fs
@@ -652,7 +864,7 @@ def render_study(seed:int, patient:int, study:int=0, # identity: the same triple
 LAYOUTS = ("chexpert", "nih", "padchest", "pneumonia")
 DEFAULT_SITE = {"chexpert": "chexpert", "nih": "nih", "padchest": "padchest", "pneumonia": "guangzhou"}
 MANIFEST_NAME, TRUTH_NAME = "synth_manifest.json", "synth_labels.csv"
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 
 def _h(*parts) -> int:
     "A stable 64-bit hash of `parts` (python's hash() is salted per process)."
@@ -993,8 +1205,33 @@ def load_masks(root:str|Path, path:str) -> dict[str, np.ndarray]:
     "The ground-truth masks of one image of a SynthCXR dataset, by its layout-relative `path`."
     return read_mask_file(mask_file(root, path))
 
-def synth_root(kind:str, root:str|Path|None=None) -> Path:
-    "Default folder of a SynthCXR layout: `<data root>/synth/<kind>`."
+def synth_home(root:str|Path|None=None) -> Path:
+    "Where SynthCXR films of this simulator version live: `<data root>/synth/v<SYNTH_VERSION>`, so films of another version never share a folder (nor a study's cache) with these."
     from cxr_nb.core import data_root
+    return Path(root or data_root())/"synth"/f"v{SYNTH_VERSION}"
+
+def synth_root(kind:str, root:str|Path|None=None) -> Path:
+    "Default folder of a SynthCXR layout: `<data root>/synth/v<SYNTH_VERSION>/<kind>`."
     if kind not in LAYOUTS: raise ValueError(f"unknown layout {kind!r}; choose one of {list(LAYOUTS)}")
-    return Path(root or data_root())/"synth"/kind
+    return synth_home(root)/kind
+
+# %% ../nbs/02_synth.ipynb #0dacc00c
+GALLERY_SITES = {"nih": False, "chexpert": False, "padchest": False, "guangzhou": True}   # site -> paediatric
+
+def gallery(sites:dict|None=None, # site -> paediatric (default GALLERY_SITES)
+            n:int=6, # films per site
+            size:int=192, # film side in px
+            seed:int=0,
+           ) -> np.ndarray:
+    "A uint8 grid of SynthCXR films, one row per site, each row labelled with its site."
+    sites = GALLERY_SITES if sites is None else sites
+    rows = []
+    for i, (site, child) in enumerate(sites.items()):
+        priors = {**layout_priors("pneumonia"), "Pneumonia": 0.5} if child else layout_priors(site)   # each population's findings
+        films = [render_study(seed, 1000 * i + k, 0, size=size, site=site, paediatric=child, priors=priors).image for k in range(n)]
+        row = np.hstack([np.pad(f, 2, constant_values=255) for f in films])
+        label = np.full((int(0.16 * size), row.shape[1]), 255, np.uint8)
+        cv2.putText(label, f"{site}{' (children)' if child else ''}", (4, int(0.12 * size)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5 * size / 192, 0, 1, cv2.LINE_AA)
+        rows += [label, row]
+    return np.vstack(rows)

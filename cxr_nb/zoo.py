@@ -87,7 +87,7 @@ def site_films(recipe:Recipe, # what to write
     "The SynthCXR films of `site` for one part of `recipe`, written once (reused if present) and read by the site's adapter."
     seed = recipe.seeds(site)[part]
     n = -(-recipe.images // len(recipe.sites)) if part == "train" else recipe.held_out
-    folder = Path(root)/f"{site}-seed{seed}-n{n}-{recipe.size}px-{short_hash(recipe.priors)}"
+    folder = Path(root)/f"{site}-v{SYNTH_VERSION}-seed{seed}-n{n}-{recipe.size}px-{short_hash(recipe.priors)}"
     write_dataset(site, folder, n=n, seed=seed, size=recipe.size, priors=recipe.priors, progress=progress)
     data = LAYOUT_ADAPTERS[site](folder)
     data.csv = data.csv.assign(site=site, seed=seed, patientid=[f"{site}-{seed}-{p}" for p in data.csv.patientid])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from badinput import refused
-from cxr_nb.domain import gap_ci, gap_table, layout_films, open_sources, pixel_stats, reference_table, spike_overlay
+from cxr_nb.domain import (ENV_REFERENCE_FILMS, gap_ci, gap_table, layout_films, open_sources, pixel_stats, radial_power_spectrum,
+                           realism_report, reference_films, reference_table, spectrum_slope, spike_overlay, thumbnail_auroc)
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,13 @@ def stats():
     rng = np.random.default_rng(0)
     films = [rng.uniform(0, 1, (16, 16)).astype(np.float32) for _ in range(4)]
     return {"a": pixel_stats(films[:2], "a", size=None, progress=False), "b": pixel_stats(films[2:], "b", size=None, progress=False),
-            "one": pixel_stats(films[:1], "one", size=None, progress=False)}
+            "one": pixel_stats(films[:1], "one", size=None, progress=False),
+            "films": [rng.uniform(0, 1, (32, 32)).astype(np.float32) for _ in range(9)]}
+
+
+def _empty_reference_folder(t, s):
+    (t/"notes.txt").write_text("not a film")
+    return reference_films(t)
 
 
 CASES = {
@@ -44,6 +51,17 @@ CASES = {
                                                    ["['a', 'b']", "['a', 'NIH']"]),
     "a reference pair of three": (lambda t, s: reference_table([s["a"], s["b"]], ["a", "b", "a"]), ValueError, ["two"]),
     "a film outside [0, 1]": (lambda t, s: spike_overlay(np.full((4, 4), 1.5)), ValueError, ["film", "[0, 1]"]),
+    "a missing reference folder": (lambda t, s: reference_films(t/"no-films"), FileNotFoundError,
+                                   ["{tmp}/no-films", ENV_REFERENCE_FILMS]),
+    "a reference folder without films": (_empty_reference_folder, ValueError, ["{tmp} holds no films", ENV_REFERENCE_FILMS, ".png"]),
+    "fewer real films than folds": (lambda t, s: thumbnail_auroc(s["films"][:6], s["films"][6:]), ValueError,
+                                    ["5-fold", "6 synthetic and 3 real"]),
+    "one fold": (lambda t, s: thumbnail_auroc(s["films"][:6], s["films"][6:], folds=1), ValueError, ["folds=1"]),
+    "a non-square film to the spectrum": (lambda t, s: radial_power_spectrum(np.zeros((32, 48))), ValueError, ["(32, 48)", "square"]),
+    "a band past the Nyquist frequency": (lambda t, s: spectrum_slope(s["films"][0], band=(4, 64)), ValueError,
+                                          ["(4, 64)", "32 px film"]),
+    "an unknown site to the realism report": (lambda t, s: realism_report(["nih", "mimic"], n=2, reference=[]), ValueError,
+                                              ["'mimic'", "padchest"]),
 }
 
 

@@ -48,7 +48,8 @@ def case(effusion_film):
     masks = effusion_film.masks
     rows, columns = np.nonzero(masks["Pleural Effusion"])
     on_finding = blob((128, 128), columns.mean(), rows.mean(), 6)
-    off_finding = blob((128, 128), 40, 30, 6)
+    upper_rows, upper_columns = np.nonzero(lung_zones(masks["_lung_r"], masks["_lung_l"])["right upper"])
+    off_finding = blob((128, 128), upper_columns.mean(), upper_rows.mean(), 6)   # in the patient's right upper zone
     sides = (CaseSide("baseline", [("Cardiomegaly", .61), ("Effusion", .40), ("Edema", .20)], off_finding, False, -0.1),
              CaseSide("fine-tuned", [("Effusion", .83), ("Edema", .22), ("Cardiomegaly", .10)], on_finding, True, 0.67))
     return Case(7, effusion_film.image, ["Effusion"], "Effusion", "medium", "improved", sides,

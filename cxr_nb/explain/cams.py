@@ -22,7 +22,7 @@ from ..datasets import LabelMatcher
 from ..labels import SYNTH_FINDINGS
 from ..models import CXRClassifier, build_model, classifier_of
 from ..preprocess import Preprocess, normalize, read_gray_uint8, stack_masks
-from ..synth import ANATOMY_MASKS, Shortcut, load_masks, read_truth, write_dataset
+from ..synth import ANATOMY_MASKS, Shortcut, load_masks, read_truth, synth_home, write_dataset
 from ..zoo import Recipe, Zoo, check_unseen
 
 # %% auto #0
@@ -31,7 +31,7 @@ __all__ = ['DEMO_RECIPE', 'DEMO_ZOO', 'MASK_NAMES', 'CAM_METHODS', 'GRADIENT_FRE
            'overlay', 'show_maps', 'layer_panel']
 
 # %% ../../nbs/12_explain_cams.ipynb #e0a4f3d2
-DEMO_RECIPE = Recipe("densenet121-res224-nih", images=600, held_out=120, size=128, epochs=3, eval_sites=("nih",))
+DEMO_RECIPE = Recipe("densenet121-res224-nih", images=600, held_out=120, size=128, epochs=5, eval_sites=("nih",))
 DEMO_ZOO = "zoo-lessons"   # folder under the data root holding the demo stand-in (apart from the studies' zoo)
 
 def demo_standin(progress:bool=False, # show the build's progress bars (first call only)
@@ -102,7 +102,7 @@ def explain_films(model, # the model to explain (its input size and normalisatio
     priors = dict(DEMO_RECIPE.priors if priors is None else priors)
     if isinstance(shortcut, dict): shortcut = Shortcut(**shortcut)
     choice = short_hash([priors, asdict(shortcut) if shortcut else None])
-    root = Path(root or data_root()/"synth"/f"explain-{site}-seed{seed}-n{n}-{film_size}px-{choice}")
+    root = Path(root or synth_home()/f"explain-{site}-seed{seed}-n{n}-{film_size}px-{choice}")
     write_dataset(site, root, n=n, seed=seed, size=film_size, priors=priors, shortcut=shortcut, lateral_p=0.0, progress=False)
     check_unseen(base, root)
     truth = read_truth(root)
