@@ -709,6 +709,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cxr_nb.synth._Thorax': ('synth.html#_thorax', 'cxr_nb/synth.py'),
                               'cxr_nb.synth._abdomen': ('synth.html#_abdomen', 'cxr_nb/synth.py'),
                               'cxr_nb.synth._acquire': ('synth.html#_acquire', 'cxr_nb/synth.py'),
+                              'cxr_nb.synth._arm_reach': ('synth.html#_arm_reach', 'cxr_nb/synth.py'),
                               'cxr_nb.synth._assign_paths': ('synth.html#_assign_paths', 'cxr_nb/synth.py'),
                               'cxr_nb.synth._bbox': ('synth.html#_bbox', 'cxr_nb/synth.py'),
                               'cxr_nb.synth._body': ('synth.html#_body', 'cxr_nb/synth.py'),

@@ -92,9 +92,9 @@ class SiteProfile:
     fmt: str = "png"         # file format its images are stored in
 
 SITES = {
-    "nih": SiteProfile("nih", gamma=1.75, contrast=0.88, brightness=0.025, equalise=0.15, noise=0.015, blur=0.5, frame_p=0.08,
+    "nih": SiteProfile("nih", gamma=1.45, contrast=0.80, brightness=0.045, equalise=0.15, noise=0.015, blur=0.5, frame_p=0.08,
                        frame_max=0.03, text_p=0.08, marker_p=0.3, ap_p=0.4, fmt="png"),
-    "padchest": SiteProfile("padchest", gamma=1.6, contrast=0.86, brightness=0.0, noise=0.02, blur=0.6, frame_p=0.6,
+    "padchest": SiteProfile("padchest", gamma=1.3, contrast=0.80, brightness=0.025, noise=0.02, blur=0.6, frame_p=0.6,
                             frame_max=0.09, text_p=0.95, marker_p=0.9, saturate=0.0, ap_p=0.2, fmt="png16",
                             marker_plate=True, text_scale=0.6),
     "chexpert": SiteProfile("chexpert", gamma=1.0, contrast=0.82, brightness=0.02, noise=0.035, blur=0.9,
@@ -105,7 +105,7 @@ SITES = {
 
 # %% ../nbs/02_synth.ipynb #9fd2eb71
 ANATOMY = {   # published adult proportions the geometry is built from (sources in the lesson's table)
-    "field_cm": (35.0, 43.0),          # the common 35 x 43 cm detector, stored square as NIH's films are
+    "field_cm": (35.0, 39.0),          # a 35 x 43 cm detector collimated to the chest (apices to below the angles), stored square
     "thorax_cm": (26.0, 32.0),         # inner rib-cage width at its widest, adults
     "lung_height_cm": (22.0, 28.0),    # right lung, apex to the dome, PA at full inspiration
     "ctr_pa": (0.39, 0.50),            # cardiothoracic ratio, healthy adults PA (over 0.5: cardiomegaly)
@@ -209,10 +209,10 @@ MEDIASTINUM_HALF = 0.5 * ANATOMY["mediastinum_cm"][0] * CM_X   # a healthy super
 def _plan_thorax(C, p, view, findings, r) -> _Thorax:
     "Geometry of one study (anatomy, positioning, inspiration), with findings that change geometry applied."
     ap, child = view.startswith("AP"), p.paediatric
-    zoom = r.uniform(0.72, 0.9) if child else r.uniform(0.8, 1.0)          # collimation: chest size in the field
+    zoom = r.uniform(0.72, 0.9) if child else r.uniform(0.85, 1.05)        # collimation: chest size in the field
     w = 0.5 * np.mean(ANATOMY["thorax_cm"]) * CM_X * p.habitus * zoom * (1.05 if child else 1.0)
     cx = 0.5 + r.normal(0, 0.03)
-    top = 0.13 + r.normal(0, 0.03) + (0.06 if child else 0.0)
+    top = 0.10 + r.normal(0, 0.03) + (0.06 if child else 0.0)
     insp = r.uniform(-0.05, 0.04) - (0.05 if ap else 0.0)                     # depth of inspiration (AP: shallower)
     height = np.mean(ANATOMY["lung_height_cm"]) * CM_Y * p.lung_height * zoom * (0.82 if child else 1.0) * (1 + insp)
     if "Emphysema" in findings: height *= 1.10
@@ -331,6 +331,10 @@ def _ribs(T, r, pitch):
     T.layers["rib_paths"] = paths
     return out
 
+def _arm_reach(T) -> float:
+    "How far down the film the upper arm reaches below the apex: PA films have the shoulders rolled forward and the hands on the hips, AP films the arms by the side."
+    return (0.7 if T.view.startswith("AP") else 0.35) * T.zoom
+
 def _shoulder_girdle(T, r):
     "Clavicles, scapulae and proximal humeri (raised above the head on some children's films)."
     C, cx, w, top = T.C, T.cx, T.w, T.apex
@@ -348,7 +352,7 @@ def _shoulder_girdle(T, r):
         C.poly(scap, 0.05, out); C.polyline(scap, 0.005, 0.06, out, closed=True)
         head = (cx + s * (w + 0.10 * T.zoom), top + 0.10 * T.zoom)
         C.ellipse(head, (2.3 * CM_X * T.zoom, 2.3 * CM_X * T.zoom), 0, 0.16, out)
-        shaft_end = (head[0] + s * 0.05, -0.3) if T.arms_up else (head[0] + s * 0.1, top + 0.7)
+        shaft_end = (head[0] + s * 0.05, -0.3) if T.arms_up else (head[0] + s * 0.1, top + _arm_reach(T))
         C.line(head, shaft_end, 2.4 * CM_X * T.zoom, 0.16, out)
     return out
 
@@ -365,13 +369,13 @@ def _body(T, r):
     body = C.poly(side(-1) + side(1)[::-1])
     for s in (-1, 1):
         head = (cx + s * (w + 0.10 * z), top + 0.10 * z)
-        end = (head[0] + s * 0.05, -0.3) if T.arms_up else (head[0] + s * 0.1, top + 0.7)
+        end = (head[0] + s * 0.05, -0.3) if T.arms_up else (head[0] + s * 0.1, top + _arm_reach(T))
         C.line(head, end, 0.15 * z, 1.0, body); C.ellipse(head, (0.075 * z, 0.075 * z), 0, 1.0, body)
     body = C.blur(np.clip(body, 0, 1), 0.004)
     dist = cv2.distanceTransform((body > 0.5).astype(np.uint8), cv2.DIST_L2, 5) / C.S
     R = 0.22 * z
     thick = np.sqrt(np.clip(dist / R, 0, 1) * (2 - np.clip(dist / R, 0, 1)))
-    soft = body * (0.32 + 0.40 * thick) * (0.9 + 0.1 * T.p.soft)
+    soft = body * (0.42 + 0.30 * thick) * (0.9 + 0.1 * T.p.soft)
     if T.p.sex == "F" and not T.p.paediatric:
         size = r.uniform(0.6, 1.3) * T.p.soft
         for s in (-1, 1):
@@ -460,9 +464,9 @@ def _draw_anatomy(T:_Thorax, r):
     C.line((T.cx, 0.0), (T.cx + 0.004, T.carina), 1.8 * CM_X * T.zoom, 1.0, trach)
     for s in (-1, 1): C.line((T.cx + 0.004, T.carina), T.hila[s], 1.1 * CM_X * T.zoom, 0.8, trach)
     air = np.maximum(air, 0.8 * C.blur(trach, 0.004)) + 0.5 * T.layers['recess'] * (1 - T.layers['silhouette'])
-    air = np.minimum(air, 0.6 * soft / 0.42)                  # the chest wall in front and behind always attenuates
+    air = np.minimum(air, 0.85 * soft / 0.42)                 # the chest wall in front and behind always attenuates
     sil = C.blur(T.layers["silhouette"], 0.002)
-    dense = np.maximum(0.26 * sil * np.clip(0.6 + (C.Y - T.apex) / 0.5, 0.6, 1), 0.78 * abd * T.layers['thick'] ** 1.5) * body
+    dense = np.maximum(0.35 * sil * np.clip(0.6 + (C.Y - T.apex) / 0.5, 0.6, 1), 0.78 * abd * T.layers['thick'] ** 1.5) * body
     dense += 0.03 * _power_law_noise(C, r) * body
     k = r.uniform(0.85, 1.15)                       # exposure: the same chest lighter or darker
     bone = bone * body * T.p.bone * (1 - 0.5 * np.maximum(sil, abd))   # bone behind the heart and liver shows less

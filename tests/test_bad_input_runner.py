@@ -403,17 +403,19 @@ def test_cli_one_line_and_exit_2(toy, tmp_path, capsys, case):
 
 # ------------------------------------------------------------------------- two runs at once, SIGTERM, SIGINT, SIGKILL
 def slow_toy(tmp_path) -> tuple[Path, Path]:
-    "A toy study whose last cell writes the kernel's pid, sleeps $TOY_SLEEP seconds, then writes done.txt."
+    "A toy study whose last cell writes the kernel's pid, waits $TOY_SLEEP seconds or until the file $TOY_RELEASE exists, then writes done.txt."
     nb = toy_study(tmp_path, body="import time\n(out/'kernel.pid').write_text(str(os.getpid()))\n"
-                                  "time.sleep(float(os.environ.get('TOY_SLEEP', 0)))\n(out/'done.txt').write_text('ok')")
+                                  "release, until = os.environ.get('TOY_RELEASE'), time.time() + float(os.environ.get('TOY_SLEEP', 0))\n"
+                                  "while time.time() < until and not (release and os.path.exists(release)): time.sleep(0.1)\n"
+                                  "(out/'done.txt').write_text('ok')")
     params = tmp_path/"params"/"toy"
     params.mkdir(parents=True)
     return nb, write_params(params/"a.yaml", nb, n=7)
 
 
-def start_run(p: Path, out: Path, sleep: float) -> subprocess.Popen:
-    "`cxr-nb run p` in the background; returns once its notebook is in the sleeping cell."
-    env = {**os.environ, "CXR_OUTPUTS": str(out), "TOY_SLEEP": str(sleep)}
+def start_run(p: Path, out: Path, sleep: float, release: Path | None = None) -> subprocess.Popen:
+    "`cxr-nb run p` in the background; returns once its notebook is in the waiting cell (which ends after `sleep` s or once `release` exists)."
+    env = {**os.environ, "CXR_OUTPUTS": str(out), "TOY_SLEEP": str(sleep), **({"TOY_RELEASE": str(release)} if release else {})}
     proc = subprocess.Popen([str(CLI), "run", "--quiet", str(p)], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
@@ -433,7 +435,8 @@ def gone(pid: int, within: float = 20) -> bool:
 def test_second_run_of_the_same_run_is_refused(tmp_path):
     nb, p = slow_toy(tmp_path)
     out = tmp_path/"outputs"; run = out/"toy"/"a"
-    first = start_run(p, out, sleep=8)
+    release = tmp_path/"release"        # the first run waits for it: a loaded machine cannot let it finish before the second starts
+    first = start_run(p, out, sleep=300, release=release)
     r = cxr_nb("run", "--quiet", p, outputs=out)
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip()
@@ -443,6 +446,7 @@ def test_second_run_of_the_same_run_is_refused(tmp_path):
     assert json.loads((run/MANIFEST).read_text())["pid"] == first.pid and (run/"kernel.pid").is_file(), \
         "the refused runs touched nothing"
     assert run_status(run).status == "running" and lock_holder(run)["pid"] == first.pid
+    release.touch()
     stdout, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
     m = json.loads((run/MANIFEST).read_text())
