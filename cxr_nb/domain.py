@@ -508,7 +508,15 @@ def realism_report(sites:Sequence[str]=tuple(SITES), # SynthCXR sites (names in 
     "Pixel mean / std, spectrum slope and thumbnail AUROC against real films, per SynthCXR site (PA) and for the real films."
     unknown = [s for s in sites if s not in SITES]
     if unknown or not sites: raise ValueError(f"unknown or no SynthCXR sites {list(sites)}; choose from {list(SITES)}")
+    whole = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    if not whole(n) or n < THUMBNAIL_FOLDS or not whole(size) or size < 2 * SPECTRUM_BAND[1]:
+        raise ValueError(f"realism_report needs n >= {THUMBNAIL_FOLDS} films per site (the thumbnail classifier's folds) "
+                         f"and size >= {2 * SPECTRUM_BAND[1]} px (its Nyquist frequency at the spectrum band's top, "
+                         f"{SPECTRUM_BAND[1]} cycles per film width), got n={n!r}, size={size!r}")
     real = [_film(f, size, f"reference[{i}]") for i, f in enumerate(reference_films() if reference is None else reference)]
+    if 0 < len(real) < THUMBNAIL_FOLDS:      # checked before the rendering, not after it
+        raise ValueError(f"realism_report: {len(real)} reference films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds "
+                         "need at least as many (pass reference=[] for the statistics alone)")
     sources = {s: [to_unit_gray(render_study(seed, p, 0, size=size, site=s, view=REALISM_VIEW).image) for p in range(n)]
                for s in tqdm(sites, desc="rendering sites", disable=not progress)}
     if real: sources[REFERENCE_NAME] = real

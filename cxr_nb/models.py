@@ -26,13 +26,13 @@ from .labels import NIH_LABELS
 from .preprocess import InputSpec, get_norm, grey_norm
 
 # %% auto #0
-__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'LORA_KEYS', 'ModelSpec', 'register',
-           'model_spec', 'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights', 'CXRClassifier',
-           'build_model', 'classifier_of', 'weights_record', 'swap_head', 'first_conv', 'to_one_channel',
-           'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora', 'byte_tokenizer',
-           'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'shared_labels', 'check_lora',
-           'baseline_model', 'finetune_model', 'extract_features', 'prototype_head', 'linear_probe', 'example_batch',
-           'export_onnx', 'onnx_logits', 'grey_input']
+__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'CLIP_NEGATIVES', 'LORA_KEYS', 'ModelSpec',
+           'register', 'model_spec', 'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights',
+           'CXRClassifier', 'build_model', 'classifier_of', 'weights_record', 'swap_head', 'first_conv',
+           'to_one_channel', 'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora',
+           'byte_tokenizer', 'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'shared_labels',
+           'check_lora', 'baseline_model', 'finetune_model', 'extract_features', 'prototype_head', 'linear_probe',
+           'example_batch', 'export_onnx', 'onnx_logits', 'grey_input']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -449,6 +449,9 @@ def merge_lora(peft_model) -> CXRClassifier:
 # %% ../nbs/08_models.ipynb #7be47761
 CLIP_TEMPLATES = ("a chest x-ray showing {}", "a chest radiograph with {}", "a frontal chest x-ray of a patient with {}",
                   "{} seen on a chest x-ray")   # "{}" is the label, underscores read as spaces
+CLIP_NEGATIVES = ("a normal chest x-ray", "a chest x-ray with clear lungs and a normal heart size",
+                  "no acute cardiopulmonary abnormality", "a chest x-ray showing no {}", "a chest radiograph without {}",
+                  "no {} seen on a chest x-ray")   # what each label is read against: a normal film, or the label denied
 
 def byte_tokenizer():
     "A CLIP tokenizer over CLIP's 256 byte-level symbols (each also with '</w>') and its two special tokens, no merges, built offline."
@@ -544,29 +547,41 @@ def clip_text(model:CXRClassifier) -> CLIPText:
                          f"{_how_to_get(model.spec)}, or pass weights=<a Hugging Face folder with its tokenizer files>")
     return text
 
-def prompt_rows(model:CXRClassifier, labels:list, templates=CLIP_TEMPLATES) -> torch.Tensor:
-    "Head rows for `labels`: CLIP's logit scale times the renormalised mean of each label's normalised prompt embeddings."
+def _prompt_directions(text:CLIPText, labels:list, templates) -> torch.Tensor:
+    "Per label, the renormalised mean of its prompts' normalised embeddings ('{}' in a template: the label)."
+    emb = text.embed([t.replace("{}", x.replace("_", " ")) for x in labels for t in templates])
+    return nn.functional.normalize(emb.view(len(labels), len(templates), -1).mean(1), dim=-1)
+
+def prompt_rows(model:CXRClassifier, labels:list,
+                templates=CLIP_TEMPLATES, # the label's phrasings, "{}" where the label goes
+                negatives=CLIP_NEGATIVES, # what it is read against ("{}" optional); () for CLIP's plain similarity
+               ) -> torch.Tensor:
+    "Head rows for `labels`: CLIP's logit scale times (the direction of each label's prompts minus that of its negatives)."
     text = clip_text(model)
     bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
     if not templates or bad: raise ValueError(f"prompt templates must be strings with '{{}}' where the label goes; got {bad or templates!r}")
+    if isinstance(negatives, str) or not all(isinstance(t, str) and t.strip() for t in negatives):
+        raise ValueError(f"negative prompts must be a sequence of non-empty strings ('{{}}' for the label, optional); got {negatives!r}")
     if not labels or not all(isinstance(x, str) and x.strip() for x in labels):
         raise ValueError(f"a zero-shot head needs a non-empty list of label names, got {labels!r}")
-    emb = text.embed([t.replace("{}", x.replace("_", " ")) for x in labels for t in templates])
-    mean = nn.functional.normalize(emb.view(len(labels), len(templates), -1).mean(1), dim=-1)
-    return text.logit_scale * mean
+    rows = _prompt_directions(text, labels, templates)
+    if negatives: rows = rows - _prompt_directions(text, labels, negatives)
+    return text.logit_scale * rows
 
 def zero_shot_head(model:CXRClassifier, # a CLIP classifier (before `apply_lora`: the head then trains under LoRA)
                    labels:list, # label names, written into the prompts
                    templates=CLIP_TEMPLATES, # prompt phrasings, "{}" where the label goes
+                   negatives=CLIP_NEGATIVES, # what each label is read against; () for CLIP's plain similarity
                   ) -> pd.DataFrame:
-    "(Re)build a CLIP classifier's head from prompts: logits = CLIP's scaled image-text similarity; report each label."
+    "(Re)build a CLIP classifier's head from prompts: logits = CLIP's scaled similarity to the label minus to its negatives."
     if not isinstance(model, CXRClassifier):
         raise ValueError(f"zero_shot_head takes a CXRClassifier, got a {type(model).__name__}: write the head before apply_lora")
-    rows = prompt_rows(model, labels, templates)
+    rows = prompt_rows(model, labels, templates, negatives)
     head = nn.Linear(rows.shape[1], len(labels)).to(model.head.weight.device, model.head.weight.dtype)
     with torch.no_grad(): head.weight.copy_(rows); head.bias.zero_()
     model.head, model.pathologies, model.calibrated_thresholds = head, list(labels), None
-    model.head_report = pd.DataFrame({"label": list(labels), "from": "", "init": "prompt", "prompts": len(templates)})
+    model.head_report = pd.DataFrame({"label": list(labels), "from": "", "init": "prompt", "prompts": len(templates),
+                                     "negatives": len(negatives)})
     return model.head_report
 
 def _clip_head(model:CXRClassifier, labels:list|None):

@@ -92,14 +92,14 @@ class SiteProfile:
     fmt: str = "png"         # file format its images are stored in
 
 SITES = {
-    "nih": SiteProfile("nih", gamma=1.45, contrast=0.80, brightness=0.045, equalise=0.15, noise=0.015, blur=0.5, frame_p=0.08,
+    "nih": SiteProfile("nih", gamma=1.8, contrast=0.86, brightness=0.02, equalise=0.15, noise=0.015, blur=0.5, frame_p=0.08,
                        frame_max=0.03, text_p=0.08, marker_p=0.3, ap_p=0.4, fmt="png"),
-    "padchest": SiteProfile("padchest", gamma=1.3, contrast=0.80, brightness=0.025, noise=0.02, blur=0.6, frame_p=0.6,
+    "padchest": SiteProfile("padchest", gamma=1.3, contrast=0.80, brightness=0.01, noise=0.02, blur=0.6, frame_p=0.6,
                             frame_max=0.09, text_p=0.95, marker_p=0.9, saturate=0.0, ap_p=0.2, fmt="png16",
                             marker_plate=True, text_scale=0.6),
-    "chexpert": SiteProfile("chexpert", gamma=1.0, contrast=0.82, brightness=0.02, noise=0.035, blur=0.9,
+    "chexpert": SiteProfile("chexpert", gamma=1.3, contrast=0.90, brightness=0.0, noise=0.035, blur=0.9,
                             frame_p=0.25, frame_max=0.05, text_p=0.5, marker_p=0.9, ap_p=0.75, fmt="jpeg"),
-    "guangzhou": SiteProfile("guangzhou", gamma=1.1, contrast=0.85, brightness=0.0, noise=0.025, blur=0.7,
+    "guangzhou": SiteProfile("guangzhou", gamma=1.3, contrast=0.90, brightness=0.0, noise=0.025, blur=0.7,
                              frame_p=0.35, frame_max=0.07, text_p=0.3, marker_p=0.9, ap_p=1.0, fmt="jpeg"),
 }
 
@@ -361,11 +361,13 @@ def _body(T, r):
     "The body's outline (trunk, shoulders, neck, arms) and its soft-tissue thickness; breasts on adult women."
     C, cx, w, top, z = T.C, T.cx, T.w, T.apex, T.zoom
     wall = (1.0 + 3.0 * T.p.soft) * CM_X * z                  # chest-wall soft tissue outside the ribs
-    neck = (0.14 if not T.p.paediatric else 0.12) * z * r.uniform(0.85, 1.2)
+    neck = 0.11 * z * r.uniform(0.85, 1.2)                    # half the neck where it is thick enough to show (6.5-9 cm across)
     sh = r.normal(0, 0.025)                                   # shoulders held high or low
     side = lambda s: [(cx + s * neck * 0.9, -0.05), (cx + s * neck, top - 0.07 * z), (cx + s * (0.55 * w + 0.02), top + sh),
                       (cx + s * (w + wall + 0.04), top + 0.06 * z + sh), (cx + s * (w + wall), top + 0.2 * z),
-                      (cx + s * (w + wall), T.peak[s] + T.depth), (cx + s * (w + wall - 0.09 * z), 1.05)]
+                      (cx + s * (w + wall), T.peak[s] + T.depth),
+                      (cx + s * (w + wall - 0.08 * z), T.peak[s] + T.depth + 0.12),   # below the angles the trunk narrows
+                      (cx + s * (w + wall - 0.20 * z), 1.05)]                          # to the waist: dark flanks
     body = C.poly(side(-1) + side(1)[::-1])
     for s in (-1, 1):
         head = (cx + s * (w + 0.10 * z), top + 0.10 * z)
@@ -375,7 +377,7 @@ def _body(T, r):
     dist = cv2.distanceTransform((body > 0.5).astype(np.uint8), cv2.DIST_L2, 5) / C.S
     R = 0.22 * z
     thick = np.sqrt(np.clip(dist / R, 0, 1) * (2 - np.clip(dist / R, 0, 1)))
-    soft = body * (0.42 + 0.30 * thick) * (0.9 + 0.1 * T.p.soft)
+    soft = body * (0.42 + 0.45 * thick) * (0.9 + 0.1 * T.p.soft)
     if T.p.sex == "F" and not T.p.paediatric:
         size = r.uniform(0.6, 1.3) * T.p.soft
         for s in (-1, 1):
@@ -466,7 +468,7 @@ def _draw_anatomy(T:_Thorax, r):
     air = np.maximum(air, 0.8 * C.blur(trach, 0.004)) + 0.5 * T.layers['recess'] * (1 - T.layers['silhouette'])
     air = np.minimum(air, 0.85 * soft / 0.42)                 # the chest wall in front and behind always attenuates
     sil = C.blur(T.layers["silhouette"], 0.002)
-    dense = np.maximum(0.35 * sil * np.clip(0.6 + (C.Y - T.apex) / 0.5, 0.6, 1), 0.78 * abd * T.layers['thick'] ** 1.5) * body
+    dense = np.maximum(0.45 * sil * np.clip(0.5 + (C.Y - T.apex) / 0.5, 0.5, 1), 0.78 * abd * T.layers['thick'] ** 1.5) * body
     dense += 0.03 * _power_law_noise(C, r) * body
     k = r.uniform(0.85, 1.15)                       # exposure: the same chest lighter or darker
     bone = bone * body * T.p.bone * (1 - 0.5 * np.maximum(sil, abd))   # bone behind the heart and liver shows less

@@ -23,7 +23,7 @@ from .curation import grouped_patient_split
 from .datasets import LAYOUT_ADAPTERS, LabelMatcher
 from .labels import SYNTH_LARGE_FINDINGS
 from .metrics import bootstrap_auroc
-from .models import CARD_NAME, ModelSpec, build_model, byte_tokenizer, model_spec, swap_head
+from .models import CARD_NAME, ModelSpec, build_model, byte_tokenizer, model_spec, swap_head, zero_shot_head
 from .preprocess import CACHE_VERSION, CacheDataset, InputSpec, build_cache
 from .synth import MANIFEST_NAME, SYNTH_VERSION, read_truth, write_dataset
 from .train import FitConfig, evaluate, fit
@@ -461,6 +461,15 @@ def _film_reports(parts:list, size:int, seed:int):
         return [report_text(row, r, size, keep=1.0 if r.random() < 0.5 else PARTIAL_REPORTS) for row, r in zip(rows, rngs)]
     return reports
 
+def _plain_similarity(recipe:Recipe, stage:Path, held:dict) -> dict:
+    "Per held-out site, the mean AUROC of CLIP's plain prompt similarity (no negatives): what the card's negatives add."
+    means = {}
+    for site, data in held.items():
+        model = build_model(recipe.model, weights=stage)
+        zero_shot_head(model, list(data.pathologies), negatives=())     # every row plain, so the head swap copies them all
+        means[site] = heldout_aurocs(model, data, seed=recipe.seed)["mean_auroc_large"]
+    return means
+
 def _build_clip(recipe:Recipe, zoo, stage:Path, progress:bool) -> dict:
     "Write, train and measure a CLIP stand-in into `stage` (a save_pretrained folder); return its card's findings."
     from transformers import CLIPModel
@@ -476,7 +485,7 @@ def _build_clip(recipe:Recipe, zoo, stage:Path, progress:bool) -> dict:
     losses = train_clip(model, images, reports, tokenizer, recipe.epochs, recipe.batch_size, recipe.lr, recipe.seed, progress=progress)
     model.save_pretrained(stage); tokenizer.save_pretrained(stage)
     (stage/"training").mkdir(); pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses}).to_csv(stage/"training"/"loss.csv", index=False)
-    classifier = build_model(recipe.model, weights=stage)          # zero-shot head from the prompt templates
+    classifier = build_model(recipe.model, weights=stage)          # zero-shot head: the templates against the negatives
     held = {site: site_films(recipe, site, "held_out", zoo.data_dir, progress).cached(inputs, root=zoo.cache_dir, progress=False)
             for site in recipe.eval_sites}
     vision, text = config.vision_config, config.text_config
@@ -485,8 +494,9 @@ def _build_clip(recipe:Recipe, zoo, stage:Path, progress:bool) -> dict:
                                        f"of width {vision.hidden_size}", "text": f"{text.num_hidden_layers} layers of width "
                                        f"{text.hidden_size}, {len(tokenizer)} tokens", "projection": config.projection_dim,
                              "parameters": sum(p.numel() for p in model.parameters())},
-            "final_loss": round(float(np.mean(losses[-10:])), 4), "zero_shot": "prompt templates cxr_nb.models.CLIP_TEMPLATES",
-            "heldout": {site: heldout_aurocs(classifier, data, seed=recipe.seed) for site, data in held.items()}}
+            "final_loss": round(float(np.mean(losses[-10:])), 4), "zero_shot": "cxr_nb.models.CLIP_TEMPLATES against CLIP_NEGATIVES",
+            "heldout": {site: heldout_aurocs(classifier, data, seed=recipe.seed) for site, data in held.items()},
+            "heldout_plain_similarity": _plain_similarity(recipe, stage, held)}
 
 # %% ../nbs/11_zoo.ipynb #0b60e7f2
 RECIPES = {r.model: r for r in [
@@ -494,8 +504,8 @@ RECIPES = {r.model: r for r in [
     Recipe("densenet121-res224-pc", sites=("padchest",)),
     Recipe("densenet121-res224-chex", sites=("chexpert",)),
     Recipe("densenet121-res224-all", sites=("nih", "padchest", "chexpert")),
-    Recipe("clip-vit-b32", sites=("nih", "padchest"), images=2400, epochs=16, batch_size=32, lr=2e-3,
-           arch={"patch": 16, "vision_width": 128, "vision_layers": 3, "text_width": 128, "text_layers": 2}),
+    Recipe("clip-vit-b32", sites=("nih", "padchest"), images=2400, epochs=12, batch_size=32, lr=1e-3,
+           arch={"patch": 8, "vision_width": 128, "vision_layers": 3, "text_width": 128, "text_layers": 2}),
 ]}
 
 # %% ../nbs/11_zoo.ipynb #377e672f

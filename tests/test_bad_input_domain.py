@@ -62,6 +62,12 @@ CASES = {
                                           ["(4, 64)", "32 px film"]),
     "an unknown site to the realism report": (lambda t, s: realism_report(["nih", "mimic"], n=2, reference=[]), ValueError,
                                               ["'mimic'", "padchest"]),
+    "too few films per site for the realism report": (lambda t, s: realism_report(["nih"], n=3, reference=[]), ValueError,
+                                                      ["n=3", "n >= 5"]),
+    "a realism report too small for its spectrum band": (lambda t, s: realism_report(["nih"], n=10, size=64, reference=[]),
+                                                         ValueError, ["size=64", ">= 128 px"]),
+    "too few reference films for the realism report": (lambda t, s: realism_report(["nih"], n=10, reference=s["films"][:3]),
+                                                       ValueError, ["3 reference films", "reference=[]"]),
 }
 
 
