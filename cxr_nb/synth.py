@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +26,10 @@ from .labels import (CHEXPERT_LABELS, NIH_BBOX_CSV, NIH_BBOX_LABELS, NIH_CSV, PA
 # %% auto #0
 __all__ = ['DEVICES', 'PRIORS', 'SITES', 'ANATOMY', 'CM_X', 'CM_Y', 'AIR_GAIN', 'AIR_REFERENCE', 'MEDIASTINUM_HALF',
            'LUNG_SPECTRUM_BETA', 'WINDOW_PERCENTILE', 'ANATOMY_MASKS', 'POSTURE', 'LAYOUTS', 'DEFAULT_SITE',
-           'MANIFEST_NAME', 'TRUTH_NAME', 'SYNTH_VERSION', 'PADCHEST_RARE_PRIORS', 'GALLERY_SITES', 'sample_findings',
-           'SiteProfile', 'Patient', 'make_patient', 'Shortcut', 'SynthStudy', 'render_study', 'layout_priors',
-           'padchest_labels', 'write_dataset', 'read_truth', 'mask_file', 'read_mask_file', 'load_masks', 'synth_home',
-           'synth_root', 'gallery']
+           'MANIFEST_NAME', 'TRUTH_NAME', 'SYNTH_VERSION', 'SYNTH_RENDERER', 'PADCHEST_RARE_PRIORS', 'GALLERY_SITES',
+           'sample_findings', 'SiteProfile', 'Patient', 'make_patient', 'Shortcut', 'SynthStudy', 'render_study',
+           'layout_priors', 'padchest_labels', 'write_dataset', 'read_truth', 'mask_file', 'read_mask_file',
+           'load_masks', 'synth_home', 'synth_root', 'gallery']
 
 # %% ../nbs/02_synth.ipynb #fb26e227
 DEVICES = ("endotracheal tube", "central venous catheter", "pacemaker", "nasogastric tube")
@@ -872,6 +873,15 @@ DEFAULT_SITE = {"chexpert": "chexpert", "nih": "nih", "padchest": "padchest", "p
 MANIFEST_NAME, TRUTH_NAME = "synth_manifest.json", "synth_labels.csv"
 SYNTH_VERSION = 2
 
+def _renderer_hash() -> str:
+    "A short hash of this module's source, the code that draws the films ('unknown' if the source cannot be read)."
+    import importlib.util
+    origin = getattr(importlib.util.find_spec("cxr_nb.synth"), "origin", None)
+    try: return hashlib.blake2b(Path(origin).read_bytes(), digest_size=6).hexdigest()
+    except (TypeError, OSError): return "unknown"
+
+SYNTH_RENDERER = _renderer_hash()   # in every manifest and stand-in key: films drawn by other code never pass for these
+
 def _h(*parts) -> int:
     "A stable 64-bit hash of `parts` (python's hash() is salted per process)."
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
@@ -1126,7 +1136,12 @@ def _render_all(tasks:list, cfg:dict, workers:int|None, progress:bool) -> pd.Dat
 def _params_of(kind, n, seed, size, site, priors, shortcut, valid_frac, lateral_p):
     return {"kind": kind, "n": int(n), "seed": int(seed), "size": int(size), "site": site, "priors": priors or {},
             "shortcut": asdict(shortcut) if shortcut else None, "valid_frac": valid_frac, "lateral_p": lateral_p,
-            "version": SYNTH_VERSION}
+            "version": SYNTH_VERSION, "renderer": SYNTH_RENDERER}
+
+def _redrawable(theirs:dict|None, ours:dict) -> bool:
+    "True when a manifest's parameters differ from `ours` only in the code that drew it: a stale copy, redrawn without asking."
+    other = lambda params: {k: v for k, v in (params or {}).items() if k != "renderer"}
+    return isinstance(theirs, dict) and other(theirs) == other(ours)
 
 def _refuse_foreign(root:Path) -> None:
     "Refuse to write over `root` unless it is an empty folder: `overwrite` replaces SynthCXR datasets, nothing else."
@@ -1179,6 +1194,9 @@ def write_dataset(kind:str, # "chexpert", "nih", "padchest" or "pneumonia"
         theirs = read_json(root/MANIFEST_NAME) if (root/MANIFEST_NAME).is_file() else None
         if theirs is not None and theirs.get("params") == params: return root
         if theirs is None or "synthcxr" not in theirs: _refuse_foreign(root)
+        elif _redrawable(theirs.get("params"), params):
+            warnings.warn(f"{root} was drawn by other SynthCXR code (renderer {theirs['params'].get('renderer', 'unrecorded')}, "
+                          f"this one {SYNTH_RENDERER}): redrawing it with the same parameters", stacklevel=2)
         elif not overwrite:
             raise FileExistsError(f"{root} already holds a SynthCXR dataset with other parameters ({theirs['params']}); "
                                   "pass overwrite=True (--overwrite) to replace it, or choose another folder")

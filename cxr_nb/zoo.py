@@ -25,7 +25,7 @@ from .labels import SYNTH_LARGE_FINDINGS
 from .metrics import bootstrap_auroc
 from .models import CARD_NAME, ModelSpec, build_model, byte_tokenizer, model_spec, swap_head, zero_shot_head
 from .preprocess import CACHE_VERSION, CacheDataset, InputSpec, build_cache
-from .synth import MANIFEST_NAME, SYNTH_VERSION, read_truth, write_dataset
+from .synth import MANIFEST_NAME, SYNTH_RENDERER, SYNTH_VERSION, read_truth, write_dataset
 from .train import FitConfig, evaluate, fit
 
 # %% auto #0
@@ -72,8 +72,9 @@ class Recipe:
     def spec(self) -> ModelSpec: return model_spec(self.model)
     @property
     def key(self) -> str:
-        "A hash of the recipe and of the versions of the simulator, the cache and this module."
-        return short_hash({**asdict(self), "zoo": ZOO_VERSION, "synth": SYNTH_VERSION, "cache": CACHE_VERSION}, digest_size=6)
+        "A hash of the recipe, of the simulator's version and code (`SYNTH_RENDERER`), and of the cache's and this module's versions."
+        return short_hash({**asdict(self), "zoo": ZOO_VERSION, "synth": SYNTH_VERSION, "renderer": SYNTH_RENDERER, "cache": CACHE_VERSION},
+                          digest_size=6)
     def seeds(self, site:str) -> dict:
         "The population seeds of `site`: training and held-out."
         return {"train": self.seed + SITE_OFFSETS[site], "held_out": self.seed + 100 + SITE_OFFSETS[site]}

@@ -22,7 +22,8 @@ from cxr_nb.curation import grouped_patient_split, hash_patient_split
 from cxr_nb.datasets import (CXRDataset, LabelFileError, PatientOverlapWarning, ShippedLabelsWarning, chexpert_dataset,
                              nih_dataset, padchest_dataset, pneumonia_dataset)
 from cxr_nb.labels import CHEXPERT_TRAIN_CSV, NIH_BBOX_CSV, NIH_CSV, PADCHEST_CSV
-from cxr_nb.synth import MANIFEST_NAME, TRUTH_NAME, write_dataset
+from cxr_nb.core import read_json, write_json
+from cxr_nb.synth import MANIFEST_NAME, SYNTH_RENDERER, TRUTH_NAME, read_truth, write_dataset
 
 LABEL_FILE = {"nih": NIH_CSV, "chexpert": CHEXPERT_TRAIN_CSV, "padchest": PADCHEST_CSV}
 OPEN = {"nih": nih_dataset, "chexpert": chexpert_dataset, "padchest": padchest_dataset}
@@ -301,6 +302,20 @@ def test_a_killed_synth_write_leaves_no_staging_folder(tmp_path):
             assert stages(tmp_path) != []
             write_dataset("nih", target, n=8, size=48, progress=False)
             assert stages(tmp_path) == [] and (target/MANIFEST_NAME).is_file()
+
+
+@pytest.mark.parametrize("renderer", ["0123456789ab", None], ids=["other code", "before the renderer hash"])
+def test_a_synth_folder_drawn_by_other_code_is_redrawn_not_reused(tmp_path, renderer):
+    root = write_dataset("nih", tmp_path/"nih", n=8, size=48, progress=False)
+    manifest = read_json(root/MANIFEST_NAME)
+    params = {k: v for k, v in manifest["params"].items() if k != "renderer"}
+    write_json(root/MANIFEST_NAME, {**manifest, "params": {**params, **({"renderer": renderer} if renderer else {})}})
+    film = root/read_truth(root).path.iloc[0]
+    film.write_bytes(b"a film of the old simulator")
+    warned(lambda: write_dataset("nih", root, n=8, size=48, progress=False), UserWarning, str(root),
+           f"renderer {renderer or 'unrecorded'}", SYNTH_RENDERER)
+    assert read_json(root/MANIFEST_NAME)["params"]["renderer"] == SYNTH_RENDERER
+    assert film.read_bytes() != b"a film of the old simulator"
 
 
 def test_an_unreadable_synth_manifest_is_refused_naming_it(tmp_path):
