@@ -30,9 +30,10 @@ from .train import FitConfig, evaluate, fit
 
 # %% auto #0
 __all__ = ['ZOO_VERSION', 'STANDIN_SEED', 'SITE_OFFSETS', 'STANDIN_PRIORS', 'MIN_POSITIVES', 'WEIGHTS_FILE', 'PARTIAL_REPORTS',
-           'RECIPES', 'Recipe', 'site_films', 'in_label_space', 'label_counts', 'trainable_labels', 'with_labels',
-           'xrv_state', 'train_densenet', 'heldout_aurocs', 'build_standin', 'Zoo', 'find_standin', 'check_unseen',
-           'report_text', 'report_tokenizer', 'clip_config', 'train_clip', 'weights_overview', 'zoo_command']
+           'DENSENET_TRAINING', 'RECIPES', 'Recipe', 'site_films', 'in_label_space', 'label_counts', 'trainable_labels',
+           'with_labels', 'xrv_state', 'train_densenet', 'heldout_aurocs', 'build_standin', 'Zoo', 'find_standin',
+           'check_unseen', 'report_text', 'report_tokenizer', 'clip_config', 'train_clip', 'weights_overview',
+           'zoo_command']
 
 # %% ../nbs/11_zoo.ipynb #1683014b
 ZOO_VERSION = 1   # bump when the way stand-ins are trained changes: every key changes, every stand-in is rebuilt
@@ -500,11 +501,13 @@ def _build_clip(recipe:Recipe, zoo, stage:Path, progress:bool) -> dict:
             "heldout_plain_similarity": _plain_similarity(recipe, stage, held)}
 
 # %% ../nbs/11_zoo.ipynb #0b60e7f2
+DENSENET_TRAINING = {"epochs": 5, "lr": 2e-3}   # the DenseNet stand-ins' schedule (one-cycle), sized on SynthCXR 2
+
 RECIPES = {r.model: r for r in [
-    Recipe("densenet121-res224-nih", sites=("nih",)),
-    Recipe("densenet121-res224-pc", sites=("padchest",)),
-    Recipe("densenet121-res224-chex", sites=("chexpert",)),
-    Recipe("densenet121-res224-all", sites=("nih", "padchest", "chexpert")),
+    Recipe("densenet121-res224-nih", sites=("nih",), **DENSENET_TRAINING),
+    Recipe("densenet121-res224-pc", sites=("padchest",), **DENSENET_TRAINING),
+    Recipe("densenet121-res224-chex", sites=("chexpert",), **DENSENET_TRAINING),
+    Recipe("densenet121-res224-all", sites=("nih", "padchest", "chexpert"), **DENSENET_TRAINING),
     Recipe("clip-vit-b32", sites=("nih", "padchest"), images=2400, epochs=12, batch_size=32, lr=1e-3,
            arch={"patch": 8, "vision_width": 128, "vision_layers": 3, "text_width": 128, "text_layers": 2}),
 ]}
