@@ -677,6 +677,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.runner.run_many': ('runner.html#run_many', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.run_order': ('runner.html#run_order', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.run_status': ('runner.html#run_status', 'cxr_nb/runner.py'),
+                               'cxr_nb.runner.stale_standins': ('runner.html#stale_standins', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.study_name': ('runner.html#study_name', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.update_readme': ('runner.html#update_readme', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.write_index': ('runner.html#write_index', 'cxr_nb/runner.py')},

@@ -36,9 +36,10 @@ from .core import (
 __all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'KERNEL_ENV', 'MANIFEST', 'INDEX_FILE', 'NOTEBOOK_HTML', 'RESULTS_BEGIN',
            'RESULTS_END', 'README_RUNS', 'study_name', 'RunSpec', 'UniqueKeyLoader', 'load_spec', 'ParameterError',
            'notebook_parameters', 'nbformat_read', 'expected_type', 'check_parameter_types', 'check_parameters',
-           'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock', 'kernel_environment', 'run_status', 'execute',
-           'run_order', 'run_many', 'find_params', 'list_studies', 'collect_runs', 'headline_text', 'render_notebook',
-           'write_index', 'results_markdown', 'update_readme', 'build_parser', 'main']
+           'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock', 'kernel_environment', 'run_status',
+           'stale_standins', 'execute', 'run_order', 'run_many', 'find_params', 'list_studies', 'collect_runs',
+           'headline_text', 'render_notebook', 'write_index', 'results_markdown', 'update_readme', 'build_parser',
+           'main']
 
 # %% ../nbs/07_runner.ipynb #ac919131
 PARAMS_KEYS = ("notebook", "run", "parameters")
@@ -311,10 +312,24 @@ def _fresh_folder(out:Path) -> None:
         out.mkdir(parents=True)
     except OSError as e: raise not_writable(out, e, RUNS_HINT) from e
 
+def stale_standins(out:str|Path) -> list[str]:
+    "Stand-ins from the default zoo that the run in `out` used and today's recipes key otherwise ('model old -> new'): rebuilt since."
+    m = run_status(out)
+    used = [r for r in (m.weights if m else {}).values() if isinstance(r, dict) and isinstance(r.get("standin"), dict)]
+    if not used: return []
+    zoo = importlib.import_module("cxr_nb.zoo")             # torch and the models: only for runs that used a stand-in
+    home, stale = zoo.Zoo().root.resolve(), []
+    for record in used:
+        recipe, key = zoo.RECIPES.get(record.get("model")), record["standin"].get("key")
+        in_zoo = bool(record.get("path")) and Path(record["path"]).resolve().is_relative_to(home)
+        if recipe is not None and in_zoo and key != recipe.key: stale.append(f"{record['model']} {key} -> {recipe.key}")
+    return stale
+
 def _is_done(spec:RunSpec, out:Path) -> bool:
+    "A completed run of these parameters and notebook, whose stand-ins are still the zoo's (a rebuilt zoo reruns it)."
     m = run_status(out)
     return m is not None and m.status == "completed" and m.params == RunManifest("", "", spec.parameters).params \
-        and Path(m.notebook).name == spec.notebook.name
+        and Path(m.notebook).name == spec.notebook.name and not stale_standins(out)
 
 def _weights_of(out:Path) -> dict:
     "The `weights` a study wrote into its metrics.json (which weights each model was built with); {} if none."
@@ -384,6 +399,8 @@ def run_many(paths:list, # params files
         if done and not force:
             echo(f"{tag}: completed earlier, skipped (use --force to rerun): {out}")
             results.append(run_status(out)); continue
+        if not force and (rebuilt := stale_standins(out)):
+            echo(f"{tag}: its stand-ins were rebuilt since it ran ({'; '.join(rebuilt)}): running it again")
         echo(f"{tag}: running {s.notebook.name} -> {out}")
         m = execute(s, outputs, force=force, progress=progress)
         echo(f"{tag}: {m.status} in {m.duration_s:.1f}s" + (f": {m.error}" if m.error else ""))
