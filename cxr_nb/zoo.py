@@ -465,9 +465,8 @@ def _film_reports(parts:list, size:int, seed:int):
 
 def _plain_similarity(recipe:Recipe, stage:Path, held:dict) -> dict:
     "Per held-out site, the mean AUROC of CLIP's plain prompt similarity (no negatives): what the card's negatives add."
-    means = {}
+    model, means = build_model(recipe.model, weights=stage), {}
     for site, data in held.items():
-        model = build_model(recipe.model, weights=stage)
         zero_shot_head(model, list(data.pathologies), negatives=())     # every row plain, so the head swap copies them all
         means[site] = heldout_aurocs(model, data, seed=recipe.seed)["mean_auroc_large"]
     return means
