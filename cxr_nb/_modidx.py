@@ -71,6 +71,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cxr_nb.core.package_versions': ('core.html#package_versions', 'cxr_nb/core.py'),
                              'cxr_nb.core.pid_alive': ('core.html#pid_alive', 'cxr_nb/core.py'),
                              'cxr_nb.core.project_root': ('core.html#project_root', 'cxr_nb/core.py'),
+                             'cxr_nb.core.raise_pending_interrupt': ('core.html#raise_pending_interrupt', 'cxr_nb/core.py'),
                              'cxr_nb.core.read_json': ('core.html#read_json', 'cxr_nb/core.py'),
                              'cxr_nb.core.redact': ('core.html#redact', 'cxr_nb/core.py'),
                              'cxr_nb.core.remove_stale_stages': ('core.html#remove_stale_stages', 'cxr_nb/core.py'),

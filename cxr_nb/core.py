@@ -35,8 +35,9 @@ __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PA
            'seed_worker', 'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info',
            'now_iso', 'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable',
            'writable_dir', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash',
-           'write_json', 'read_json', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci',
-           'RunManifest', 'SignalInterrupt', 'interrupt_signal', 'sigterm_as_interrupt', 'RunFolder']
+           'write_json', 'read_json', 'SignalInterrupt', 'interrupt_signal', 'raise_pending_interrupt',
+           'sigterm_as_interrupt', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci',
+           'RunManifest', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -330,6 +331,42 @@ def read_json(path:str|Path):
     try: return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from e
 
+# %% ../nbs/00_core.ipynb #549192ca
+class SignalInterrupt(KeyboardInterrupt):
+    "A KeyboardInterrupt raised by a signal other than Ctrl-C's SIGINT; `signum` says which."
+    def __init__(self, signum:int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+def interrupt_signal(e:BaseException) -> signal.Signals:
+    "The signal behind a KeyboardInterrupt: the one a `SignalInterrupt` carries, else SIGINT (Ctrl-C)."
+    return signal.Signals(getattr(e, "signum", signal.SIGINT))
+
+_caught_signals: list[int] = []   # SIGTERMs caught inside open `sigterm_as_interrupt` blocks, until their block ends
+
+def raise_pending_interrupt() -> None:
+    "Raise `SignalInterrupt` if an open `sigterm_as_interrupt` block caught a signal, even one whose exception a finalizer swallowed."
+    if _caught_signals: raise SignalInterrupt(_caught_signals[-1])
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    "Inside the block SIGTERM raises `SignalInterrupt` (a KeyboardInterrupt), in the main thread; the old handler comes back after."
+    if threading.current_thread() is not threading.main_thread():
+        yield; return
+    owner, first = os.getpid(), len(_caught_signals)
+    def on_sigterm(signum, frame):
+        if os.getpid() != owner:          # a forked child inherited the handler: end as SIGTERM would
+            signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM); return
+        _caught_signals.append(signum)
+        raise SignalInterrupt(signum)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+        if len(_caught_signals) > first: raise SignalInterrupt(_caught_signals[-1])   # its exception was swallowed on the way
+    finally:
+        del _caught_signals[first:]
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
 # %% ../nbs/00_core.ipynb #91ed1710
 STAGE_TAG = ".partial-"   # temporary folders are named .<target>.partial-<host>-<pid>-<random>
 
@@ -362,6 +399,7 @@ def atomic_dir(final:str|Path, # the folder to create
     except OSError as e: raise not_writable(final.parent, e) from e
     try:
         yield stage
+        raise_pending_interrupt()         # a SIGTERM whose exception a finalizer swallowed must not commit the folder
         if final.exists() and not replace:
             raise FileExistsError(f"{final} was created by someone else while this one was being built; it was left as it is")
         if final.exists():
@@ -445,31 +483,6 @@ class RunManifest:
         d = read_json(path)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
-
-# %% ../nbs/00_core.ipynb #549192ca
-class SignalInterrupt(KeyboardInterrupt):
-    "A KeyboardInterrupt raised by a signal other than Ctrl-C's SIGINT; `signum` says which."
-    def __init__(self, signum:int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-def interrupt_signal(e:BaseException) -> signal.Signals:
-    "The signal behind a KeyboardInterrupt: the one a `SignalInterrupt` carries, else SIGINT (Ctrl-C)."
-    return signal.Signals(getattr(e, "signum", signal.SIGINT))
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    "Inside the block SIGTERM raises `SignalInterrupt` (a KeyboardInterrupt), in the main thread; the old handler comes back after."
-    if threading.current_thread() is not threading.main_thread():
-        yield; return
-    owner = os.getpid()
-    def on_sigterm(signum, frame):
-        if os.getpid() != owner:          # a forked child inherited the handler: end as SIGTERM would
-            signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM); return
-        raise SignalInterrupt(signum)
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try: yield
-    finally: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 # %% ../nbs/00_core.ipynb #e1392a99
 # Which weights produced a headline number: the words of `weights_record` ("path", "checkpoint" included), "in-domain" for
