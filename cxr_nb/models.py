@@ -26,13 +26,13 @@ from .labels import NIH_LABELS
 from .preprocess import InputSpec, get_norm, grey_norm
 
 # %% auto #0
-__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'CLIP_TEMPLATES', 'CLIP_NEGATIVES', 'LORA_KEYS', 'ModelSpec',
-           'register', 'model_spec', 'WeightsChoice', 'standin_weights', 'resolve_weights', 'read_weights',
-           'CXRClassifier', 'build_model', 'classifier_of', 'weights_record', 'swap_head', 'first_conv',
-           'to_one_channel', 'trainable_report', 'set_trainable', 'lora_targets', 'apply_lora', 'merge_lora',
-           'byte_tokenizer', 'CLIPText', 'check_eos', 'clip_text', 'prompt_rows', 'zero_shot_head', 'shared_labels',
-           'check_lora', 'baseline_model', 'finetune_model', 'extract_features', 'prototype_head', 'linear_probe',
-           'example_batch', 'export_onnx', 'onnx_logits', 'grey_input']
+__all__ = ['MODELS', 'WEIGHTS_MODES', 'CARD_NAME', 'WEIGHT_SOURCES', 'STANDIN_RECORD_FIELDS', 'CLIP_TEMPLATES', 'CLIP_NEGATIVES',
+           'LORA_KEYS', 'ModelSpec', 'register', 'model_spec', 'WeightsChoice', 'standin_weights', 'resolve_weights',
+           'read_weights', 'CXRClassifier', 'build_model', 'classifier_of', 'choice_record', 'weights_record',
+           'swap_head', 'first_conv', 'to_one_channel', 'trainable_report', 'set_trainable', 'lora_targets',
+           'apply_lora', 'merge_lora', 'byte_tokenizer', 'CLIPText', 'check_eos', 'clip_text', 'prompt_rows',
+           'zero_shot_head', 'shared_labels', 'check_lora', 'baseline_model', 'finetune_model', 'extract_features',
+           'prototype_head', 'linear_probe', 'example_batch', 'export_onnx', 'onnx_logits', 'grey_input']
 
 # %% ../nbs/08_models.ipynb #56b993ba
 @dataclass(frozen=True)
@@ -328,15 +328,19 @@ def classifier_of(model:nn.Module) -> CXRClassifier:
                         "build it with cxr_nb.models.build_model")
     return base
 
-def weights_record(model:nn.Module) -> dict:
-    "What a run reports about a model's weights: `weights_source`, the file, the note and, for a stand-in, what its card says."
-    base = classifier_of(model)
-    w = base.weights
-    record = {"model": base.spec.name, "weights_source": w.source, "path": None if w.path is None else str(w.path), "note": w.note}
-    if w.card:
-        record["standin"] = {k: w.card.get(k) for k in ("key", "sites", "images", "patients", "seeds", "resolution", "epochs",
-                                                         "heldout_mean_auroc", "built")}
+STANDIN_RECORD_FIELDS = ("key", "sites", "images", "patients", "seeds", "resolution", "epochs", "heldout_mean_auroc", "built")
+
+def choice_record(model_name:str, choice:WeightsChoice) -> dict:
+    "What a run reports about the weights chosen for a model: `weights_source`, the file, the note and, for a stand-in, its card's facts."
+    record = {"model": model_name, "weights_source": choice.source, "path": None if choice.path is None else str(choice.path),
+              "note": choice.note}
+    if choice.card: record["standin"] = {k: choice.card.get(k) for k in STANDIN_RECORD_FIELDS}
     return record
+
+def weights_record(model:nn.Module) -> dict:
+    "What a run reports about a built model's weights (`choice_record` of the choice it was built with)."
+    base = classifier_of(model)
+    return choice_record(base.spec.name, base.weights)
 
 # %% ../nbs/08_models.ipynb #0daa82cc
 def swap_head(model:CXRClassifier, # the model whose head to replace

@@ -32,8 +32,8 @@ from .train import FitConfig, evaluate, fit
 __all__ = ['ZOO_VERSION', 'STANDIN_SEED', 'SITE_OFFSETS', 'STANDIN_PRIORS', 'MIN_POSITIVES', 'WEIGHTS_FILE', 'PARTIAL_REPORTS',
            'DENSENET_TRAINING', 'RECIPES', 'Recipe', 'site_films', 'in_label_space', 'label_counts', 'trainable_labels',
            'with_labels', 'xrv_state', 'train_densenet', 'heldout_aurocs', 'build_standin', 'Zoo', 'find_standin',
-           'check_unseen', 'report_text', 'report_tokenizer', 'clip_config', 'train_clip', 'weights_overview',
-           'zoo_command']
+           'check_unseen', 'report_text', 'report_tokenizer', 'clip_config', 'train_clip', 'auto_weights',
+           'weights_overview', 'zoo_command']
 
 # %% ../nbs/11_zoo.ipynb #1683014b
 ZOO_VERSION = 1   # bump when the way stand-ins are trained changes: every key changes, every stand-in is rebuilt
@@ -512,16 +512,22 @@ RECIPES = {r.model: r for r in [
 ]}
 
 # %% ../nbs/11_zoo.ipynb #377e672f
-def weights_overview(zoo:Zoo|None=None) -> pd.DataFrame:
-    "Per registered model: the `weights_source` that `weights='auto'` gives here (an unbuilt stand-in says so), the file and the note."
-    from cxr_nb.models import MODELS, resolve_weights
-    zoo, rows = zoo or Zoo(), []
+def auto_weights(zoo:Zoo|None=None) -> dict[str, dict]:
+    "Per registered model, what `weights='auto'` gives here, as `weights_record` reports it (a stand-in's key included); nothing is built."
+    from cxr_nb.models import MODELS, choice_record, resolve_weights
+    zoo, records = zoo or Zoo(), {}
     for name, spec in MODELS.items():
-        try:
-            choice = resolve_weights(spec, "auto", zoo)
-            rows.append({"model": name, "weights_source": choice.source, "path": str(choice.path or ""), "note": choice.note})
+        try: records[name] = choice_record(name, resolve_weights(spec, "auto", zoo))
         except FileNotFoundError as e:
-            rows.append({"model": name, "weights_source": "standin (not built)", "path": "", "note": str(e)})
+            records[name] = {"model": name, "weights_source": "standin (not built)", "path": None, "note": str(e)}
+    return records
+
+def weights_overview(zoo:Zoo|None=None, # where stand-ins come from (None: the default zoo)
+                     records:dict|None=None, # `auto_weights` already read (None: read them from `zoo`)
+                    ) -> pd.DataFrame:
+    "Per registered model: the `weights_source` that `weights='auto'` gives here (an unbuilt stand-in says so), the file, the key and the note."
+    rows = [{"model": name, "weights_source": r["weights_source"], "path": r["path"] or "",
+             "key": r.get("standin", {}).get("key", ""), "note": r["note"]} for name, r in (records or auto_weights(zoo)).items()]
     return pd.DataFrame(rows).set_index("model")
 
 # %% ../nbs/11_zoo.ipynb #53909108

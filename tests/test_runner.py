@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cxr_nb.runner import execute, load_spec
+from cxr_nb.runner import execute, load_spec, stale_standins
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("cxr-nb")
@@ -63,6 +63,10 @@ def test_environment_study_runs_through_cli(tmp_path):
     assert metrics["inference"]["batch"] == 8 and metrics["inference"]["images_per_s"] > 0
     assert "SynthCXR" in metrics["datasets"] and len(metrics["weight_files"]) == 10
     assert metrics["weights_auto"]["resnet50"]["weights_source"] == "none"      # offline: ImageNet models start random
+    nih = metrics["weights"]["densenet121-res224-nih"]                            # records in weights_record's words...
+    assert nih["weights_source"] in ("published", "standin", "standin (not built)")
+    assert metrics["weights_auto"]["densenet121-res224-nih"]["key"] == nih.get("standin", {}).get("key", "")
+    assert manifest["weights"] == metrics["weights"] and stale_standins(run) == []  # ...that the runner checks for a rebuilt zoo
     executed = nbformat.read(run/"00_environment.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and f"out_dir = \"{run}\"" in injected[0].source
