@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import datetime as _dt
 import difflib
 import html
 import importlib
@@ -37,9 +38,9 @@ __all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'KERNEL_ENV', 'MANIFEST'
            'RESULTS_END', 'README_RUNS', 'study_name', 'RunSpec', 'UniqueKeyLoader', 'load_spec', 'ParameterError',
            'notebook_parameters', 'nbformat_read', 'expected_type', 'check_parameter_types', 'check_parameters',
            'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock', 'kernel_environment', 'run_status',
-           'stale_standins', 'execute', 'run_order', 'run_many', 'find_params', 'list_studies', 'collect_runs',
-           'headline_text', 'render_notebook', 'write_index', 'results_markdown', 'update_readme', 'build_parser',
-           'main']
+           'stale_standins', 'stale_backbones', 'stale_weights', 'execute', 'run_order', 'run_many', 'find_params',
+           'list_studies', 'collect_runs', 'headline_text', 'render_notebook', 'write_index', 'results_markdown',
+           'update_readme', 'build_parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #ac919131
 PARAMS_KEYS = ("notebook", "run", "parameters")
@@ -325,11 +326,27 @@ def stale_standins(out:str|Path) -> list[str]:
         if recipe is not None and in_zoo and key != recipe.key: stale.append(f"{record['model']} {key} -> {recipe.key}")
     return stale
 
+def stale_backbones(out:str|Path) -> list[str]:
+    "In-domain backbones the run in `out` used that were rewritten (the pretraining study ran again) or removed since it began."
+    m = run_status(out)
+    if m is None or not m.start: return []
+    began, stale = _dt.datetime.fromisoformat(m.start).timestamp() + 1, []   # + 1: the start is kept to the second
+    for arm, record in (m.weights or {}).items():
+        if not (isinstance(record, dict) and record.get("weights_source") == "in-domain" and record.get("path")): continue
+        path = Path(record["path"])
+        if not path.is_file(): stale.append(f"{arm}: {path} is gone")
+        elif path.stat().st_mtime > began: stale.append(f"{arm}: {path} was written again")
+    return stale
+
+def stale_weights(out:str|Path) -> list[str]:
+    "What changed under the run in `out`: stand-ins rebuilt (`stale_standins`) and in-domain backbones rewritten (`stale_backbones`)."
+    return stale_standins(out) + stale_backbones(out)
+
 def _is_done(spec:RunSpec, out:Path) -> bool:
-    "A completed run of these parameters and notebook, whose stand-ins are still the zoo's (a rebuilt zoo reruns it)."
+    "A completed run of these parameters and notebook, whose weights are still there as they were (else it runs again)."
     m = run_status(out)
     return m is not None and m.status == "completed" and m.params == RunManifest("", "", spec.parameters).params \
-        and Path(m.notebook).name == spec.notebook.name and not stale_standins(out)
+        and Path(m.notebook).name == spec.notebook.name and not stale_weights(out)
 
 def _weights_of(out:Path) -> dict:
     "The `weights` a study wrote into its metrics.json (which weights each model was built with); {} if none."
@@ -399,8 +416,8 @@ def run_many(paths:list, # params files
         if done and not force:
             echo(f"{tag}: completed earlier, skipped (use --force to rerun): {out}")
             results.append(run_status(out)); continue
-        if not force and (rebuilt := stale_standins(out)):
-            echo(f"{tag}: its stand-ins were rebuilt since it ran ({'; '.join(rebuilt)}): running it again")
+        if not force and (changed := stale_weights(out)):
+            echo(f"{tag}: weights it used changed since it ran ({'; '.join(changed)}): running it again")
         echo(f"{tag}: running {s.notebook.name} -> {out}")
         m = execute(s, outputs, force=force, progress=progress)
         echo(f"{tag}: {m.status} in {m.duration_s:.1f}s" + (f": {m.error}" if m.error else ""))
