@@ -85,6 +85,30 @@ def test_weights_source_of_each_model_lands_in_metrics_and_run_json(tmp_path):
         assert weights["baseline"]["weights_source"] == "none" and weights["baseline"]["model"] == "tiny-xrv-densenet", f
 
 
+def test_a_run_reading_a_backbone_written_again_since_is_rerun(tmp_path):
+    "The few-shot study and the ResNet tutorial read the pretraining study's backbones: a new backbone makes their runs stale."
+    backbone = tmp_path/"pretraining"/"backbones"/"densenet121-pretext"/"weights.safetensors"
+    backbone.parent.mkdir(parents=True); backbone.write_bytes(b"first pretraining")
+    body = ("from cxr_nb.core import RunFolder\nrun = RunFolder(out_dir)\n"
+            f"run.record_weights('in-domain', {{'model': 'densenet121', 'weights_source': 'in-domain', 'path': {str(backbone)!r}}})\n"
+            "run.write_metrics(n=n)")
+    p, out = write_params(tmp_path/"reader.yaml", toy_study(tmp_path, body), n=1), tmp_path/"outputs"
+    assert cxr_nb("run", "--quiet", p, outputs=out).returncode == 0
+    first = json.loads((out/"toy"/"reader"/"run.json").read_text())
+    assert first["weights"]["in-domain"]["path"] == str(backbone)
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and "skipped" in r.stdout
+    backbone.write_bytes(b"pretraining run again"); later = first["duration_s"] + 10
+    os.utime(backbone, (backbone.stat().st_atime + later, backbone.stat().st_mtime + later))
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and "skipped" not in r.stdout
+    assert f"in-domain: {backbone} was written again" in r.stdout and "running it again" in r.stdout
+    assert json.loads((out/"toy"/"reader"/"run.json").read_text())["start"] >= first["start"]
+    backbone.unlink()
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and f"in-domain: {backbone} is gone" in r.stdout
+
+
 def test_run_skip_and_force(study):
     nb, out = study
     p = write_params(nb.parent/"a.yaml", nb, n=4)
