@@ -330,7 +330,8 @@ def stale_backbones(out:str|Path) -> list[str]:
     "In-domain backbones the run in `out` used that were rewritten (the pretraining study ran again) or removed since it began."
     m = run_status(out)
     if m is None or not m.start: return []
-    began, stale = _dt.datetime.fromisoformat(m.start).timestamp() + 1, []   # + 1: the start is kept to the second
+    try: began, stale = _dt.datetime.fromisoformat(str(m.start)).timestamp() + 1, []   # + 1: the start is kept to the second
+    except ValueError: return [f"{Path(out)/MANIFEST}: its start {m.start!r} is not an ISO time, so its backbones cannot be dated"]
     for arm, record in (m.weights or {}).items():
         if not (isinstance(record, dict) and record.get("weights_source") == "in-domain" and record.get("path")): continue
         path = Path(record["path"])

@@ -25,7 +25,7 @@ from badinput import refused
 from cxr_nb.core import (RunFolder, atomic_dir, atomic_write_text, find_secrets, is_secret_name, pid_alive, redact,
                          write_json, writable_dir)
 from cxr_nb.runner import (MANIFEST, ParameterError, RunLockedError, RunSpec, check_parameters, execute, list_studies,
-                           load_spec, lock_holder, main, run_lock, run_status)
+                           load_spec, lock_holder, main, run_lock, run_status, stale_weights)
 from test_runner import CLI, cxr_nb, toy_study, write_params
 
 # ---------------------------------------------------------------------------------------------------------- secrets
@@ -510,6 +510,23 @@ def test_running_without_lock_file_falls_back_on_the_pid(toy, tmp_path):
     write_json(run/MANIFEST, {**m, "status": "running", "host": {"hostname": "elsewhere"}})
     assert run_status(run).status == "running", "another host's pid says nothing here"
     with run_lock(run): assert run_status(run).status == "running"
+
+
+def test_a_run_json_start_that_is_not_a_time_reruns_a_run_that_used_a_backbone(toy, tmp_path):
+    "A hand-edited run.json whose start cannot be read: its in-domain backbones cannot be dated, so the run is rerun, naming the file."
+    p = write_params(tmp_path/"a.yaml", toy)
+    out = tmp_path/"outputs"; run = out/"toy"/"a"
+    execute(load_spec(p), out, progress=False)
+    backbone = tmp_path/"weights.safetensors"; backbone.write_bytes(b"a backbone")
+    os.utime(backbone, (time.time() - 3600,) * 2)                     # pretrained an hour before the run
+    record = {"model": "densenet121", "weights_source": "in-domain", "path": str(backbone)}
+    m = json.loads((run/MANIFEST).read_text())
+    write_json(run/MANIFEST, {**m, "weights": {"in-domain": record}})
+    assert stale_weights(run) == []                                    # dated: written before the run, still current
+    write_json(run/MANIFEST, {**m, "weights": {"in-domain": record}, "start": "yesterday"})
+    assert stale_weights(run) == [f"{run/MANIFEST}: its start 'yesterday' is not an ISO time, so its backbones cannot be dated"]
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and "skipped" not in r.stdout and "not an ISO time" in r.stdout, r.stdout
 
 
 def test_synth_sigterm_exits_143_and_removes_its_staging_folder(tmp_path):
