@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -359,12 +360,16 @@ def sigterm_as_interrupt():
             signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM); return
         _caught_signals.append(signum)
         raise SignalInterrupt(signum)
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    report = sys.unraisablehook
+    def quiet_about_interrupts(unraisable):   # a dropped SignalInterrupt is remembered and raised below: no traceback on stderr
+        if not isinstance(unraisable.exc_value, SignalInterrupt): report(unraisable)
+    previous, sys.unraisablehook = signal.signal(signal.SIGTERM, on_sigterm), quiet_about_interrupts
     try:
         yield
         if len(_caught_signals) > first: raise SignalInterrupt(_caught_signals[-1])   # its exception was swallowed on the way
     finally:
         del _caught_signals[first:]
+        sys.unraisablehook = report
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 # %% ../nbs/00_core.ipynb #91ed1710
