@@ -37,8 +37,8 @@ __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PA
            'now_iso', 'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable',
            'writable_dir', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash',
            'write_json', 'read_json', 'SignalInterrupt', 'interrupt_signal', 'raise_pending_interrupt',
-           'sigterm_as_interrupt', 'pid_alive', 'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci',
-           'RunManifest', 'RunFolder']
+           'sigterm_as_interrupt', 'ctrl_c_remembered', 'pid_alive', 'remove_stale_stages', 'atomic_dir',
+           'format_table', 'format_ci', 'RunManifest', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -343,34 +343,53 @@ def interrupt_signal(e:BaseException) -> signal.Signals:
     "The signal behind a KeyboardInterrupt: the one a `SignalInterrupt` carries, else SIGINT (Ctrl-C)."
     return signal.Signals(getattr(e, "signum", signal.SIGINT))
 
-_caught_signals: list[int] = []   # SIGTERMs caught inside open `sigterm_as_interrupt` blocks, until their block ends
+_caught_signals: list[int] = []   # signals caught inside open blocks (`sigterm_as_interrupt`, `ctrl_c_remembered`) until they end
+
+def _interrupt(signum:int) -> KeyboardInterrupt:
+    "What a caught signal raises: Ctrl-C's plain KeyboardInterrupt, any other a `SignalInterrupt` naming it."
+    return KeyboardInterrupt() if signum == signal.SIGINT else SignalInterrupt(signum)
+
+def _caught(signum:int):
+    _caught_signals.append(signum)
+    raise _interrupt(signum)
 
 def raise_pending_interrupt() -> None:
-    "Raise `SignalInterrupt` if an open `sigterm_as_interrupt` block caught a signal, even one whose exception a finalizer swallowed."
-    if _caught_signals: raise SignalInterrupt(_caught_signals[-1])
+    "Raise the interrupt of a signal that an open block caught, also one whose exception a finalizer swallowed."
+    if _caught_signals: raise _interrupt(_caught_signals[-1])
+
+@contextlib.contextmanager
+def _remembering(signum:int, handler) -> Iterator[None]:
+    "`handler` for `signum` inside the block; leaving it, the interrupt of a signal caught meanwhile is raised if it was swallowed."
+    first, report = len(_caught_signals), sys.unraisablehook
+    def quiet_about_interrupts(unraisable):   # a dropped interrupt is remembered and raised below: no traceback on stderr
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and len(_caught_signals) > first): report(unraisable)
+    previous, sys.unraisablehook = signal.signal(signum, handler), quiet_about_interrupts
+    try:
+        yield
+        if len(_caught_signals) > first: raise _interrupt(_caught_signals[-1])   # its exception was swallowed on the way
+    finally:
+        del _caught_signals[first:]
+        sys.unraisablehook = report
+        signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     "Inside the block SIGTERM raises `SignalInterrupt` (a KeyboardInterrupt), in the main thread; the old handler comes back after."
     if threading.current_thread() is not threading.main_thread():
         yield; return
-    owner, first = os.getpid(), len(_caught_signals)
+    owner = os.getpid()
     def on_sigterm(signum, frame):
         if os.getpid() != owner:          # a forked child inherited the handler: end as SIGTERM would
             signal.signal(signal.SIGTERM, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGTERM); return
-        _caught_signals.append(signum)
-        raise SignalInterrupt(signum)
-    report = sys.unraisablehook
-    def quiet_about_interrupts(unraisable):   # a dropped SignalInterrupt is remembered and raised below: no traceback on stderr
-        if not isinstance(unraisable.exc_value, SignalInterrupt): report(unraisable)
-    previous, sys.unraisablehook = signal.signal(signal.SIGTERM, on_sigterm), quiet_about_interrupts
-    try:
-        yield
-        if len(_caught_signals) > first: raise SignalInterrupt(_caught_signals[-1])   # its exception was swallowed on the way
-    finally:
-        del _caught_signals[first:]
-        sys.unraisablehook = report
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        _caught(signum)
+    with _remembering(signal.SIGTERM, on_sigterm): yield
+
+@contextlib.contextmanager
+def ctrl_c_remembered():
+    "Inside the block Ctrl-C raises KeyboardInterrupt as always, and one a finalizer swallowed is raised when the block ends."
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield; return                       # another thread, or a handler someone chose: left alone
+    with _remembering(signal.SIGINT, lambda signum, frame: _caught(signum)): yield
 
 # %% ../nbs/00_core.ipynb #91ed1710
 STAGE_TAG = ".partial-"   # temporary folders are named .<target>.partial-<host>-<pid>-<random>
@@ -403,8 +422,8 @@ def atomic_dir(final:str|Path, # the folder to create
     try: stage.mkdir()                    # mode 0o777 & ~umask, like any folder
     except OSError as e: raise not_writable(final.parent, e) from e
     try:
-        yield stage
-        raise_pending_interrupt()         # a SIGTERM whose exception a finalizer swallowed must not commit the folder
+        with ctrl_c_remembered(): yield stage
+        raise_pending_interrupt()         # a signal whose exception a finalizer swallowed must not commit the folder
         if final.exists() and not replace:
             raise FileExistsError(f"{final} was created by someone else while this one was being built; it was left as it is")
         if final.exists():
