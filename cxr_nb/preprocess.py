@@ -29,7 +29,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .core import atomic_dir, data_root, now_iso, read_json, seed_worker, seeded_generator, write_json
+from .core import (atomic_dir, data_root, now_iso, raise_pending_interrupt, read_json, seed_worker, seeded_generator,
+                         write_json)
 
 # %% auto #0
 __all__ = ['RESIZE_MODES', 'PAD_MODES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'NORMS', 'LUMA', 'MAX_PIXELS',
@@ -693,6 +694,7 @@ def _fill(arrays:dict, sources, prep, loader, masks, on_error, workers, chunk, p
         with tqdm(total=n, desc="preprocess", unit="img", disable=not progress) as bar:
             for f in as_completed(futs):
                 fails += f.result(); bar.update(futs[f])
+                raise_pending_interrupt()   # a Ctrl-C a finalizer swallowed: stop now, not after the last chunk
     finally:
         stop.set()
         ex.shutdown(wait=True, cancel_futures=True)   # no thread still writing when the caller cleans up
