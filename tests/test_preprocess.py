@@ -43,11 +43,16 @@ def images(tmp_path):
     return src
 
 
+def ctrl_c_as_usual():
+    "In the child: Ctrl-C's default disposition, which Python turns into KeyboardInterrupt. A job started with `&` in a shell without job control inherits SIGINT ignored, and would carry on."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_build(tmp_path, src, delay):
     "Start the build script as its own process; returns it once it has read its first image."
     script = tmp_path/"build.py"; script.write_text(BUILD_SCRIPT)
     p = subprocess.Popen([sys.executable, str(script), str(tmp_path/"cache"), str(src)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "DELAY": str(delay)})
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "DELAY": str(delay)}, preexec_fn=ctrl_c_as_usual)
     line = p.stdout.readline()
     if line.strip() != "STARTED":
         p.kill(); raise AssertionError(f"build did not start: {line!r} {p.stderr.read()}")
@@ -103,10 +108,10 @@ CTRL_C_IN_A_FINALIZER = textwrap.dedent("""
 
 
 def test_ctrl_c_dropped_by_a_finalizer_still_stops_the_commit(tmp_path):
-    "What made the Ctrl-C test above fail once in CI, made certain: the KeyboardInterrupt lands in a __del__ and is swallowed."
+    "A Ctrl-C whose KeyboardInterrupt lands in a __del__, where Python swallows it, made certain: the folder is still not committed."
     script = tmp_path/"finalizer.py"; script.write_text(CTRL_C_IN_A_FINALIZER)
     out = tmp_path/"out"; out.mkdir()
-    r = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=120, preexec_fn=ctrl_c_as_usual)
     assert r.returncode != 0 and "COMMITTED" not in r.stdout and "KeyboardInterrupt" in r.stderr, (r.stdout, r.stderr)
     assert "Exception ignored" not in r.stderr, r.stderr          # remembered, so not reported as lost
     assert list(out.iterdir()) == []
