@@ -657,6 +657,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.runner._metrics_of': ('runner.html#_metrics_of', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._read_yaml': ('runner.html#_read_yaml', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._resolve_notebook': ('runner.html#_resolve_notebook', 'cxr_nb/runner.py'),
+                               'cxr_nb.runner._standin_change': ('runner.html#_standin_change', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._still_running': ('runner.html#_still_running', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._take': ('runner.html#_take', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._weights_of': ('runner.html#_weights_of', 'cxr_nb/runner.py'),

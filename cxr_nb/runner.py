@@ -313,18 +313,27 @@ def _fresh_folder(out:Path) -> None:
         out.mkdir(parents=True)
     except OSError as e: raise not_writable(out, e, RUNS_HINT) from e
 
+def _standin_change(zoo, default, home:Path, record:dict) -> str|None:
+    "How one weights record of a run differs from the default zoo today ('model old -> new'), None if it does not or is not the zoo's."
+    recipe = zoo.RECIPES.get(record.get("model"))
+    if recipe is None: return None
+    if record.get("weights_source") == zoo.STANDIN_NOT_BUILT:     # missing then: stale once the zoo has it
+        mine = record.get("zoo") is None or Path(record["zoo"]).expanduser().resolve() == home   # older records: the default zoo
+        return f"{recipe.model} not built -> {recipe.key}" if mine and default.card(recipe.model) is not None else None
+    if not isinstance(record.get("standin"), dict): return None
+    key = record["standin"].get("key")
+    in_zoo = bool(record.get("path")) and Path(record["path"]).resolve().is_relative_to(home)
+    return f"{recipe.model} {key} -> {recipe.key}" if in_zoo and key != recipe.key else None
+
 def stale_standins(out:str|Path) -> list[str]:
-    "Stand-ins from the default zoo that the run in `out` used and today's recipes key otherwise ('model old -> new'): rebuilt since."
+    "Stand-ins of the default zoo that the run in `out` used and that were rebuilt since ('model old -> new'), or found not built and built since."
     m = run_status(out)
-    used = [r for r in (m.weights if m else {}).values() if isinstance(r, dict) and isinstance(r.get("standin"), dict)]
+    used = [r for r in (m.weights if m else {}).values() if isinstance(r, dict) and str(r.get("weights_source")).startswith("standin")]
     if not used: return []
-    zoo = importlib.import_module("cxr_nb.zoo")             # torch and the models: only for runs that used a stand-in
-    home, stale = zoo.Zoo().root.resolve(), []
-    for record in used:
-        recipe, key = zoo.RECIPES.get(record.get("model")), record["standin"].get("key")
-        in_zoo = bool(record.get("path")) and Path(record["path"]).resolve().is_relative_to(home)
-        if recipe is not None and in_zoo and key != recipe.key: stale.append(f"{record['model']} {key} -> {recipe.key}")
-    return stale
+    zoo = importlib.import_module("cxr_nb.zoo")             # torch and the models: only for runs that used (or missed) a stand-in
+    default = zoo.Zoo()
+    changes = [_standin_change(zoo, default, default.root.resolve(), record) for record in used]
+    return [c for c in changes if c]
 
 def stale_backbones(out:str|Path) -> list[str]:
     "In-domain backbones the run in `out` used that were rewritten (the pretraining study ran again) or removed since it began."

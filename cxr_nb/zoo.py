@@ -30,10 +30,10 @@ from .train import FitConfig, evaluate, fit
 
 # %% auto #0
 __all__ = ['ZOO_VERSION', 'STANDIN_SEED', 'SITE_OFFSETS', 'STANDIN_PRIORS', 'MIN_POSITIVES', 'WEIGHTS_FILE', 'PARTIAL_REPORTS',
-           'DENSENET_TRAINING', 'RECIPES', 'Recipe', 'site_films', 'in_label_space', 'label_counts', 'trainable_labels',
-           'with_labels', 'xrv_state', 'train_densenet', 'heldout_aurocs', 'build_standin', 'Zoo', 'find_standin',
-           'check_unseen', 'report_text', 'report_tokenizer', 'clip_config', 'train_clip', 'auto_weights',
-           'weights_overview', 'zoo_command']
+           'DENSENET_TRAINING', 'RECIPES', 'STANDIN_NOT_BUILT', 'Recipe', 'site_films', 'in_label_space',
+           'label_counts', 'trainable_labels', 'with_labels', 'xrv_state', 'train_densenet', 'heldout_aurocs',
+           'build_standin', 'Zoo', 'find_standin', 'check_unseen', 'report_text', 'report_tokenizer', 'clip_config',
+           'train_clip', 'auto_weights', 'weights_overview', 'zoo_command']
 
 # %% ../nbs/11_zoo.ipynb #1683014b
 ZOO_VERSION = 1   # bump when the way stand-ins are trained changes: every key changes, every stand-in is rebuilt
@@ -512,14 +512,16 @@ RECIPES = {r.model: r for r in [
 ]}
 
 # %% ../nbs/11_zoo.ipynb #377e672f
+STANDIN_NOT_BUILT = "standin (not built)"   # the `weights_source` of a model whose stand-in `weights='auto'` would pick, not built yet
+
 def auto_weights(zoo:Zoo|None=None) -> dict[str, dict]:
-    "Per registered model, what `weights='auto'` gives here, as `weights_record` reports it (a stand-in's key included); nothing is built."
+    "Per registered model, what `weights='auto'` gives here, as `weights_record` reports it (a stand-in's key included; an unbuilt one names its zoo); nothing is built."
     from cxr_nb.models import MODELS, choice_record, resolve_weights
     zoo, records = zoo or Zoo(), {}
     for name, spec in MODELS.items():
         try: records[name] = choice_record(name, resolve_weights(spec, "auto", zoo))
         except FileNotFoundError as e:
-            records[name] = {"model": name, "weights_source": "standin (not built)", "path": None, "note": str(e)}
+            records[name] = {"model": name, "weights_source": STANDIN_NOT_BUILT, "path": None, "zoo": str(zoo.root), "note": str(e)}
     return records
 
 def weights_overview(zoo:Zoo|None=None, # where stand-ins come from (None: the default zoo)

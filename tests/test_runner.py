@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from cxr_nb.runner import execute, load_spec, stale_standins
+from cxr_nb.zoo import RECIPES, STANDIN_NOT_BUILT
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("cxr-nb")
@@ -64,7 +65,7 @@ def test_environment_study_runs_through_cli(tmp_path):
     assert "SynthCXR" in metrics["datasets"] and len(metrics["weight_files"]) == 10
     assert metrics["weights_auto"]["resnet50"]["weights_source"] == "none"      # offline: ImageNet models start random
     nih = metrics["weights"]["densenet121-res224-nih"]                            # records in weights_record's words...
-    assert nih["weights_source"] in ("published", "standin", "standin (not built)")
+    assert nih["weights_source"] in ("published", "standin", STANDIN_NOT_BUILT)
     assert metrics["weights_auto"]["densenet121-res224-nih"]["key"] == nih.get("standin", {}).get("key", "")
     assert manifest["weights"] == metrics["weights"] and stale_standins(run) == []  # ...that the runner checks for a rebuilt zoo
     executed = nbformat.read(run/"00_environment.ipynb", as_version=4)
@@ -107,6 +108,25 @@ def test_a_run_reading_a_backbone_written_again_since_is_rerun(tmp_path):
     backbone.unlink()
     r = cxr_nb("run", "--quiet", p, outputs=out)
     assert r.returncode == 0 and f"in-domain: {backbone} is gone" in r.stdout
+
+
+def test_a_run_that_found_a_stand_in_not_built_is_rerun_once_it_is_built(tmp_path, monkeypatch):
+    "The environment study records weights='auto' for every model: a stand-in missing then and built since makes the run stale."
+    nih, data = "densenet121-res224-nih", tmp_path/"data"
+    key, zoo = RECIPES[nih].key, data/"zoo"
+    monkeypatch.setenv("CXR_DATA_ROOT", str(data))                            # the default zoo: empty, in this test's folder
+    body = ("from cxr_nb.core import RunFolder\nrun = RunFolder(out_dir)\n"
+            f"run.record_weights({nih!r}, {{'model': {nih!r}, 'weights_source': {STANDIN_NOT_BUILT!r}, 'path': None, 'zoo': {str(zoo)!r}}})\n"
+            "run.write_metrics(n=n)")
+    p, out = write_params(tmp_path/"env.yaml", toy_study(tmp_path, body), n=1), tmp_path/"outputs"
+    assert cxr_nb("run", "--quiet", p, outputs=out).returncode == 0
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and "skipped" in r.stdout                           # still not built: nothing to redo
+    (zoo/nih/key).mkdir(parents=True); (zoo/nih/key/"card.json").write_text(json.dumps({"key": key}))
+    assert stale_standins(out/"toy"/"env") == [f"{nih} not built -> {key}"]
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and "skipped" not in r.stdout
+    assert f"{nih} not built -> {key}" in r.stdout and "running it again" in r.stdout
 
 
 def test_run_skip_and_force(study):
