@@ -31,14 +31,14 @@ import torch
 
 # %% auto #0
 __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PACKAGES', 'RUN_STATUSES', 'SECRET_WORDS',
-           'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'STAGE_TAG', 'HEADLINE_WEIGHTS', 'project_root',
-           'data_root', 'outputs_root', 'run_folder', 'weight_caches', 'weight_file_name', 'find_weights', 'set_seed',
-           'seed_worker', 'seeded_generator', 'get_device', 'device_info', 'package_versions', 'git_state', 'host_info',
-           'now_iso', 'name_words', 'is_secret_name', 'find_secrets', 'redact', 'current_umask', 'not_writable',
-           'writable_dir', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'json_text', 'short_hash',
-           'write_json', 'read_json', 'SignalInterrupt', 'interrupt_signal', 'raise_pending_interrupt',
-           'sigterm_as_interrupt', 'ctrl_c_remembered', 'pid_alive', 'remove_stale_stages', 'atomic_dir',
-           'format_table', 'format_ci', 'RunManifest', 'RunFolder']
+           'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'REDELIVER_S', 'STAGE_TAG', 'HEADLINE_WEIGHTS',
+           'project_root', 'data_root', 'outputs_root', 'run_folder', 'weight_caches', 'weight_file_name',
+           'find_weights', 'set_seed', 'seed_worker', 'seeded_generator', 'get_device', 'device_info',
+           'package_versions', 'git_state', 'host_info', 'now_iso', 'name_words', 'is_secret_name', 'find_secrets',
+           'redact', 'current_umask', 'not_writable', 'writable_dir', 'atomic_path', 'atomic_write_bytes',
+           'atomic_write_text', 'json_text', 'short_hash', 'write_json', 'read_json', 'SignalInterrupt',
+           'interrupt_signal', 'raise_pending_interrupt', 'sigterm_as_interrupt', 'ctrl_c_remembered', 'pid_alive',
+           'remove_stale_stages', 'atomic_dir', 'format_table', 'format_ci', 'RunManifest', 'RunFolder']
 
 # %% ../nbs/00_core.ipynb #c2cc6905
 ENV_PROJECT, ENV_DATA, ENV_OUTPUTS = "CXR_PROJECT_ROOT", "CXR_DATA_ROOT", "CXR_OUTPUTS"
@@ -357,17 +357,27 @@ def raise_pending_interrupt() -> None:
     "Raise the interrupt of a signal that an open block caught, also one whose exception a finalizer swallowed."
     if _caught_signals: raise _interrupt(_caught_signals[-1])
 
+REDELIVER_S = 0.01   # how soon a signal whose interrupt a finalizer dropped is sent again (once the finalizer has returned)
+
 @contextlib.contextmanager
 def _remembering(signum:int, handler) -> Iterator[None]:
-    "`handler` for `signum` inside the block; leaving it, the interrupt of a signal caught meanwhile is raised if it was swallowed."
-    first, report = len(_caught_signals), sys.unraisablehook
-    def quiet_about_interrupts(unraisable):   # a dropped interrupt is remembered and raised below: no traceback on stderr
-        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and len(_caught_signals) > first): report(unraisable)
+    "`handler` for `signum` inside the block; a signal whose interrupt a finalizer swallowed is sent again, and raised when the block ends."
+    first, report, main = len(_caught_signals), sys.unraisablehook, threading.main_thread().ident
+    block, lock = {"open": True}, threading.Lock()
+    def send_again():                          # from a timer thread: a real signal, which also wakes a blocking wait
+        with lock:
+            if block["open"]: signal.pthread_kill(main, signum)
+    def quiet_about_interrupts(unraisable):   # a dropped interrupt of this block's signal: no traceback; it comes again at once
+        dropped = unraisable.exc_value
+        if not (isinstance(dropped, KeyboardInterrupt) and interrupt_signal(dropped) == signum and signum in _caught_signals[first:]):
+            return report(unraisable)          # anything else, another block's signal included, goes to the hook outside
+        timer = threading.Timer(REDELIVER_S, send_again); timer.daemon = True; timer.start()
     previous, sys.unraisablehook = signal.signal(signum, handler), quiet_about_interrupts
     try:
         yield
-        if len(_caught_signals) > first: raise _interrupt(_caught_signals[-1])   # its exception was swallowed on the way
+        if len(_caught_signals) > first: raise _interrupt(_caught_signals[-1])   # dropped again and again: at the latest here
     finally:
+        with lock: block["open"] = False           # no signal sent again once the block is over
         del _caught_signals[first:]
         sys.unraisablehook = report
         signal.signal(signum, signal.SIG_DFL if previous is None else previous)
