@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+WORKERS ?= 2   # processes for nbdev-test and pytest (this machine and CI: 2 cores)
 STAMP  := $(VENV)/.installed
 PARAMS ?= $(wildcard params/*/demo.yaml) $(wildcard params/*/shortcut.yaml)   # the demos, and the shortcut variant
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), f"cxr-nb needs Python >= 3.10, $(PYTHON) is {sys.version.split()[0]}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"   # no-compile: Python compiles what it imports, on first import
 	touch $(STAMP)
 
 # the stand-in weights first (built once, minutes; seconds when cached), then the studies in notebook order (completed runs
@@ -60,10 +61,11 @@ lint: install
 	$(BIN)/ruff check cxr_nb nbs tests
 
 nbtest: install
-	$(BIN)/nbdev-test --n-workers 2
+	$(BIN)/nbdev-test --n-workers $(WORKERS)
 
+# one test file per worker (pytest-xdist): each file's module fixtures are built once
 pytest: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile tests
 
 test: sync-check lint nbtest pytest
 

@@ -5,10 +5,12 @@
 # %% ../nbs/11_zoo.ipynb #40ad1eaa
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .core import atomic_dir, data_root, format_table, now_iso, package_versions, read_json, short_hash, write_json
+from .core import atomic_dir, data_root, format_table, not_writable, now_iso, package_versions, read_json, short_hash, writable_dir, write_json
 from .curation import grouped_patient_split
 from .datasets import LAYOUT_ADAPTERS, LabelMatcher
 from .labels import SYNTH_LARGE_FINDINGS
@@ -32,8 +34,8 @@ from .train import FitConfig, evaluate, fit
 __all__ = ['ZOO_VERSION', 'STANDIN_SEED', 'SITE_OFFSETS', 'STANDIN_PRIORS', 'MIN_POSITIVES', 'WEIGHTS_FILE', 'PARTIAL_REPORTS',
            'DENSENET_TRAINING', 'RECIPES', 'STANDIN_NOT_BUILT', 'Recipe', 'site_films', 'in_label_space',
            'label_counts', 'trainable_labels', 'with_labels', 'xrv_state', 'train_densenet', 'heldout_aurocs',
-           'build_standin', 'Zoo', 'find_standin', 'check_unseen', 'report_text', 'report_tokenizer', 'clip_config',
-           'train_clip', 'auto_weights', 'weights_overview', 'zoo_command']
+           'build_lock', 'build_standin', 'Zoo', 'find_standin', 'check_unseen', 'report_text', 'report_tokenizer',
+           'clip_config', 'train_clip', 'auto_weights', 'weights_overview', 'zoo_command']
 
 # %% ../nbs/11_zoo.ipynb #1683014b
 ZOO_VERSION = 1   # bump when the way stand-ins are trained changes: every key changes, every stand-in is rebuilt
@@ -209,6 +211,27 @@ _NOTES = {"xrv-densenet": "a stand-in for {model}: its architecture and label sp
                   "films and report sentences, not OpenAI's weights"}
 
 # %% ../nbs/11_zoo.ipynb #57f96c59
+try: import fcntl
+except ImportError: fcntl = None   # Windows: builds are not locked (the atomic rename still keeps each one whole)
+
+@contextlib.contextmanager
+def build_lock(folder:Path, # the stand-in's folder (`Zoo.folder`)
+               say:bool=True, # say on stderr that this process waits, and for what
+              ):
+    "Hold `folder`'s build lock for the block: a second process building the same stand-in waits here for the first to finish."
+    writable_dir(folder.parent)
+    path = folder.parent/f".{folder.name}.lock"
+    try: lock = open(path, "a")
+    except OSError as e: raise not_writable(folder.parent, e) from e
+    with lock:
+        if fcntl is not None:
+            try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if say: print(f"another process is building {folder}: waiting for it to finish", file=sys.stderr, flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError: pass   # a file system without flock (Lustre without -o flock): unguarded, as before
+        yield path
+
 def build_standin(recipe:Recipe, # what to build
                   zoo:Zoo|None=None, # where (default: the zoo under the data root)
                   force:bool=False, # rebuild even if built
@@ -217,6 +240,11 @@ def build_standin(recipe:Recipe, # what to build
     zoo = zoo or Zoo()
     folder = zoo.folder(recipe)
     if (folder/CARD_NAME).is_file() and not force: return read_json(folder/CARD_NAME)
+    with build_lock(folder, progress):
+        if (folder/CARD_NAME).is_file() and not force: return read_json(folder/CARD_NAME)   # built by the process we waited for
+        return _build_unlocked(recipe, zoo, folder, force, progress)
+
+def _build_unlocked(recipe:Recipe, zoo, folder:Path, force:bool, progress:bool) -> dict:
     t0 = time.perf_counter()
     builder = _build_densenet if recipe.spec.family == "xrv-densenet" else _build_clip
     try:

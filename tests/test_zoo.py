@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cxr_nb.core import STAGE_TAG
 from cxr_nb.datasets import chexpert_dataset
 from cxr_nb.metrics import bootstrap_auroc
 from cxr_nb.models import build_model, swap_head
@@ -78,3 +79,40 @@ def test_zoo_list_and_build_on_the_command_line(tmp_path):
     bad = cli("build", "resnet50", "--root", str(tmp_path))
     assert bad.returncode == 2 and "no stand-in recipe for ['resnet50']" in bad.stderr, bad.stderr
     assert not any(tmp_path.iterdir())                       # nothing half-built
+
+
+BUILD = """
+import json, sys
+from cxr_nb.zoo import Recipe, Zoo, build_standin
+recipe = Recipe("densenet121-res224-nih", images=64, held_out=40, size=32, epochs=1)
+print(json.dumps(build_standin(recipe, Zoo(sys.argv[1], [recipe]), progress=True)["built"]))
+"""
+
+
+def lock_held(path: Path) -> bool:
+    import fcntl
+    if not path.exists(): return False
+    with open(path) as f:
+        try: fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError: return True
+        fcntl.flock(f, fcntl.LOCK_UN); return False
+
+
+def test_a_second_process_building_the_same_stand_in_waits_for_the_first(tmp_path):
+    "Two processes, one recipe: the second waits on the build lock and returns the first one's card (one build, not two)."
+    import time
+    recipe = Recipe(MODEL, images=64, held_out=40, size=32, epochs=1)
+    lock = Zoo(tmp_path, [recipe]).folder(recipe).parent/f".{recipe.key}.lock"
+    run = lambda: subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run()
+    deadline = time.monotonic() + 120
+    while not lock_held(lock):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+    second = run()
+    (out1, err1), (out2, err2) = first.communicate(timeout=300), second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
+    assert out1 == out2                                                      # the same card: built once
+    assert "another process is building" in err2 and "waiting for it to finish" in err2, err2[-2000:]
+    assert "another process is building" not in err1
+    assert not [p.name for p in (tmp_path/MODEL).iterdir() if STAGE_TAG in p.name]            # no second build left behind
