@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), f"cxr-nb needs Python >= 3.10, $(PYTHON) is {sys.version.split()[0]}"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"   # no-compile: Python compiles what it imports, on first import
+	$(BIN)/python -m pip install --quiet -e ".[dev]"   # byte-compiled here: with PYTHONDONTWRITEBYTECODE set, nothing is cached later
 	touch $(STAMP)
 
 # the stand-in weights first (built once, minutes; seconds when cached), then the studies in notebook order (completed runs
