@@ -245,6 +245,7 @@ def build_standin(recipe:Recipe, # what to build
         return _build_unlocked(recipe, zoo, folder, force, progress)
 
 def _build_unlocked(recipe:Recipe, zoo, folder:Path, force:bool, progress:bool) -> dict:
+    "`build_standin`'s build itself, for a caller that holds the folder's `build_lock`."
     t0 = time.perf_counter()
     builder = _build_densenet if recipe.spec.family == "xrv-densenet" else _build_clip
     try:
