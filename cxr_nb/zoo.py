@@ -12,6 +12,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -229,7 +230,9 @@ def build_lock(folder:Path, # the stand-in's folder (`Zoo.folder`)
             except BlockingIOError:
                 if say: print(f"another process is building {folder}: waiting for it to finish", file=sys.stderr, flush=True)
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            except OSError: pass   # a file system without flock (Lustre without -o flock): unguarded, as before
+            except OSError as e:   # a file system without flock (Lustre without -o flock): build, but say what is not guarded
+                warnings.warn(f"{path}: this filesystem has no file locks ({e.strerror}); nothing stops a second process "
+                              f"building {folder} at the same time (the first to finish keeps it)", RuntimeWarning)
         yield path
 
 def build_standin(recipe:Recipe, # what to build

@@ -14,6 +14,7 @@ from cxr_nb.datasets import chexpert_dataset
 from cxr_nb.metrics import bootstrap_auroc
 from cxr_nb.models import build_model, swap_head
 from cxr_nb.preprocess import InputSpec
+from cxr_nb.runner import _lock_held   # whether some process holds a lock file (the runner's run locks use the same flock)
 from cxr_nb.synth import write_dataset
 from cxr_nb.train import evaluate
 from cxr_nb.zoo import Recipe, Zoo, check_unseen
@@ -89,15 +90,6 @@ print(json.dumps(build_standin(recipe, Zoo(sys.argv[1], [recipe]), progress=True
 """
 
 
-def lock_held(path: Path) -> bool:
-    import fcntl
-    if not path.exists(): return False
-    with open(path) as f:
-        try: fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError: return True
-        fcntl.flock(f, fcntl.LOCK_UN); return False
-
-
 def test_a_second_process_building_the_same_stand_in_waits_for_the_first(tmp_path):
     "Two processes, one recipe: the second waits on the build lock and returns the first one's card (one build, not two)."
     import time
@@ -106,7 +98,7 @@ def test_a_second_process_building_the_same_stand_in_waits_for_the_first(tmp_pat
     run = lambda: subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = run()
     deadline = time.monotonic() + 120
-    while not lock_held(lock):
+    while not _lock_held(lock):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
     second = run()
