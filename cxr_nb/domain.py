@@ -31,11 +31,11 @@ __all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES
            'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS', 'ENV_REFERENCE_FILMS',
            'REFERENCE_FILMS_HOME', 'SPECTRUM_WINDOW', 'SPECTRUM_BAND', 'PUBLISHED_BETA', 'THUMBNAIL_SIZE',
            'THUMBNAIL_FOLDS', 'THUMBNAIL_REPEATS', 'THUMBNAIL_MAX_ITER', 'REALISM_VIEW', 'REALISM_TARGET_AUROC',
-           'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'sample_paths', 'PixelStats', 'pixel_stats', 'stats_table',
-           'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table', 'reference_table', 'plot_image_means',
+           'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'YARDSTICK_DRAWS', 'sample_paths', 'PixelStats', 'pixel_stats',
+           'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table', 'reference_table', 'plot_image_means',
            'spike_overlay', 'plot_spikes', 'layout_films', 'Source', 'check_source', 'open_sources', 'reference_folder',
            'reference_films', 'radial_power_spectrum', 'power_law_slope', 'spectrum_slope', 'ThumbnailAUROC',
-           'thumbnail_auroc', 'RealismReport', 'realism_report', 'plot_realism']
+           'thumbnail_auroc', 'RealismReport', 'realism_report', 'plot_realism', 'thumbnail_yardsticks']
 
 # %% ../nbs/06_domain.ipynb #bddf0e3b
 REFERENCE_STATS = {"NIH": (0.518, 0.254), "PadChest": (0.500, 0.264)}   # the PadChest study's (mean, std): 500 frontal films each, 224 px
@@ -559,3 +559,29 @@ def plot_realism(spectra:dict, slopes:dict, thumbnails:dict, # source -> mean sp
         tx = fig.add_subplot(gs[1, k]); tx.imshow(thumbnails[s], cmap="gray", vmin=0, vmax=1); tx.axis("off")
         tx.set_title(f"{s}\nmean {THUMBNAIL_SIZE} px thumbnail", fontsize=8)
     return fig
+
+# %% ../nbs/06_domain.ipynb #dd6ab1c5
+YARDSTICK_DRAWS = 10   # independent draws of the small side in `thumbnail_yardsticks`
+
+def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic side
+                         n:int=48, # its films (the report's n)
+                         n_real:int=5, # films per draw on the other side: as many as the reference films
+                         draws:int=YARDSTICK_DRAWS, # independent draws of those films
+                         size:int=256, # film side in pixels before the thumbnail
+                         seed:int=0, # SynthCXR seed of the synthetic side; draw k uses seed + 1 + k
+                        ) -> pd.DataFrame:
+    "Thumbnail AUROC of `n` films of `site` against `n_real` films of every site, `draws` times: the null (itself) and acquisition alone (the others)."
+    if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
+    whole = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    if not all(map(whole, (n, n_real, draws))) or min(n, n_real) < THUMBNAIL_FOLDS or draws < 1:
+        raise ValueError(f"thumbnail_yardsticks needs whole numbers n and n_real >= {THUMBNAIL_FOLDS} (the classifier's folds) "
+                         f"and draws >= 1, got n={n!r}, n_real={n_real!r}, draws={draws!r}")
+    films = lambda s, sd, k: [to_unit_gray(render_study(sd, p, 0, size=size, site=s, view=REALISM_VIEW).image) for p in range(k)]
+    base, rows = films(site, seed, n), []
+    for other in SITES:
+        aurocs = np.array([thumbnail_auroc(base, films(other, seed + 1 + k, n_real)).mean for k in range(draws)])
+        rows.append({"against": other, "differs": "nothing (the null)" if other == site else "acquisition alone",
+                     "films": n_real, "draws": draws, "auroc": aurocs.mean(), "auroc min": aurocs.min(), "auroc max": aurocs.max(),
+                     "per draw": tuple(np.round(aurocs, 3))})
+    return pd.DataFrame(rows).set_index("against")
+

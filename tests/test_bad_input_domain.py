@@ -8,7 +8,8 @@ import pytest
 
 from badinput import refused
 from cxr_nb.domain import (ENV_REFERENCE_FILMS, gap_ci, gap_table, layout_films, open_sources, pixel_stats, radial_power_spectrum,
-                           realism_report, reference_films, reference_table, spectrum_slope, spike_overlay, thumbnail_auroc)
+                           realism_report, reference_films, reference_table, spectrum_slope, spike_overlay, thumbnail_auroc,
+                           thumbnail_yardsticks)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,9 @@ CASES = {
                                                          ValueError, ["size=64", ">= 128 px"]),
     "too few reference films for the realism report": (lambda t, s: realism_report(["nih"], n=10, reference=s["films"][:3]),
                                                        ValueError, ["3 reference films", "reference=[]"]),
+    "an unknown site to the thumbnail yardsticks": (lambda t, s: thumbnail_yardsticks("mimic"), ValueError, ["'mimic'", "padchest"]),
+    "fewer yardstick films than folds": (lambda t, s: thumbnail_yardsticks(n_real=3), ValueError, ["n_real=3", ">= 5"]),
+    "a fractional number of yardstick draws": (lambda t, s: thumbnail_yardsticks(draws=2.5), ValueError, ["draws=2.5", "whole numbers"]),
 }
 
 
