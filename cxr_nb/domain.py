@@ -476,6 +476,12 @@ REALISM_TARGET_AUROC = 0.8   # issue 15: at most this thumbnail AUROC between Sy
 PUBLISHED_STATS_OF_SITE = {"nih": "NIH", "padchest": "PadChest"}   # SynthCXR site -> its row of REFERENCE_STATS
 REFERENCE_NAME = "reference films"   # the real films' row of the report
 
+def _whole(x) -> bool: return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+def _site_films(site:str, seed:int, n:int, size:int) -> list[np.ndarray]:
+    "One study of patients 0..n-1 of a SynthCXR site, rendered as the realism measures see them (PA, [0, 1] grey)."
+    return [to_unit_gray(render_study(seed, p, 0, size=size, site=site, view=REALISM_VIEW).image) for p in range(n)]
+
 @dataclass
 class RealismReport:
     "The realism report: a table (one row per source), its figure, and each source's mean spectrum and per-film slopes."
@@ -508,8 +514,7 @@ def realism_report(sites:Sequence[str]=tuple(SITES), # SynthCXR sites (names in 
     "Pixel mean / std, spectrum slope and thumbnail AUROC against real films, per SynthCXR site (PA) and for the real films."
     unknown = [s for s in sites if s not in SITES]
     if unknown or not sites: raise ValueError(f"unknown or no SynthCXR sites {list(sites)}; choose from {list(SITES)}")
-    whole = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-    if not whole(n) or n < THUMBNAIL_FOLDS or not whole(size) or size < 2 * SPECTRUM_BAND[1]:
+    if not _whole(n) or n < THUMBNAIL_FOLDS or not _whole(size) or size < 2 * SPECTRUM_BAND[1]:
         raise ValueError(f"realism_report needs n >= {THUMBNAIL_FOLDS} films per site (the thumbnail classifier's folds) "
                          f"and size >= {2 * SPECTRUM_BAND[1]} px (its Nyquist frequency at the spectrum band's top, "
                          f"{SPECTRUM_BAND[1]} cycles per film width), got n={n!r}, size={size!r}")
@@ -517,8 +522,7 @@ def realism_report(sites:Sequence[str]=tuple(SITES), # SynthCXR sites (names in 
     if 0 < len(real) < THUMBNAIL_FOLDS:      # checked before the rendering, not after it
         raise ValueError(f"realism_report: {len(real)} reference films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds "
                          "need at least as many (pass reference=[] for the statistics alone)")
-    sources = {s: [to_unit_gray(render_study(seed, p, 0, size=size, site=s, view=REALISM_VIEW).image) for p in range(n)]
-               for s in tqdm(sites, desc="rendering sites", disable=not progress)}
+    sources = {s: _site_films(s, seed, n, size) for s in tqdm(sites, desc="rendering sites", disable=not progress)}
     if real: sources[REFERENCE_NAME] = real
     rows, spectra, slopes, thumbs = [], {}, {}, {}
     for name, films in tqdm(sources.items(), desc="realism report", disable=not progress):
@@ -572,14 +576,12 @@ def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic si
                         ) -> pd.DataFrame:
     "Thumbnail AUROC of `n` films of `site` against `n_real` films of every site, `draws` times: the null (itself) and acquisition alone (the others)."
     if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
-    whole = lambda x: isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-    if not all(map(whole, (n, n_real, draws))) or min(n, n_real) < THUMBNAIL_FOLDS or draws < 1:
+    if not all(map(_whole, (n, n_real, draws))) or min(n, n_real) < THUMBNAIL_FOLDS or draws < 1:
         raise ValueError(f"thumbnail_yardsticks needs whole numbers n and n_real >= {THUMBNAIL_FOLDS} (the classifier's folds) "
                          f"and draws >= 1, got n={n!r}, n_real={n_real!r}, draws={draws!r}")
-    films = lambda s, sd, k: [to_unit_gray(render_study(sd, p, 0, size=size, site=s, view=REALISM_VIEW).image) for p in range(k)]
-    base, rows = films(site, seed, n), []
+    base, rows = _site_films(site, seed, n, size), []
     for other in SITES:
-        aurocs = np.array([thumbnail_auroc(base, films(other, seed + 1 + k, n_real)).mean for k in range(draws)])
+        aurocs = np.array([thumbnail_auroc(base, _site_films(other, seed + 1 + k, n_real, size)).mean for k in range(draws)])
         rows.append({"against": other, "differs": "nothing (the null)" if other == site else "acquisition alone",
                      "films": n_real, "draws": draws, "auroc": aurocs.mean(), "auroc min": aurocs.min(), "auroc max": aurocs.max(),
                      "per draw": tuple(np.round(aurocs, 3))})

@@ -85,7 +85,7 @@ def test_zoo_list_and_build_on_the_command_line(tmp_path):
 BUILD = """
 import json, sys
 from cxr_nb.zoo import Recipe, Zoo, build_standin
-recipe = Recipe("densenet121-res224-nih", images=64, held_out=40, size=32, epochs=1)
+recipe = Recipe(sys.argv[2], images=64, held_out=40, size=32, epochs=1)
 print(json.dumps(build_standin(recipe, Zoo(sys.argv[1], [recipe]), progress=True)["built"]))
 """
 
@@ -95,7 +95,7 @@ def test_a_second_process_building_the_same_stand_in_waits_for_the_first(tmp_pat
     import time
     recipe = Recipe(MODEL, images=64, held_out=40, size=32, epochs=1)
     lock = Zoo(tmp_path, [recipe]).folder(recipe).parent/f".{recipe.key}.lock"
-    run = lambda: subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = lambda: subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path), MODEL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = run()
     deadline = time.monotonic() + 120
     while not _lock_held(lock):
