@@ -203,6 +203,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.domain.plot_spikes': ('domain.html#plot_spikes', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.power_law_slope': ('domain.html#power_law_slope', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.radial_power_spectrum': ('domain.html#radial_power_spectrum', 'cxr_nb/domain.py'),
+                               'cxr_nb.domain.realism_by_seed': ('domain.html#realism_by_seed', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.realism_report': ('domain.html#realism_report', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.reference_films': ('domain.html#reference_films', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.reference_folder': ('domain.html#reference_folder', 'cxr_nb/domain.py'),

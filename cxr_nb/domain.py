@@ -31,11 +31,12 @@ __all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES
            'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS', 'ENV_REFERENCE_FILMS',
            'REFERENCE_FILMS_HOME', 'SPECTRUM_WINDOW', 'SPECTRUM_BAND', 'PUBLISHED_BETA', 'THUMBNAIL_SIZE',
            'THUMBNAIL_FOLDS', 'THUMBNAIL_REPEATS', 'THUMBNAIL_MAX_ITER', 'REALISM_VIEW', 'REALISM_TARGET_AUROC',
-           'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'YARDSTICK_DRAWS', 'sample_paths', 'PixelStats', 'pixel_stats',
-           'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table', 'reference_table', 'plot_image_means',
-           'spike_overlay', 'plot_spikes', 'layout_films', 'Source', 'check_source', 'open_sources', 'reference_folder',
-           'reference_films', 'radial_power_spectrum', 'power_law_slope', 'spectrum_slope', 'ThumbnailAUROC',
-           'thumbnail_auroc', 'RealismReport', 'realism_report', 'plot_realism', 'thumbnail_yardsticks']
+           'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'YARDSTICK_DRAWS', 'REALISM_SEEDS', 'sample_paths',
+           'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table',
+           'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
+           'check_source', 'open_sources', 'reference_folder', 'reference_films', 'radial_power_spectrum',
+           'power_law_slope', 'spectrum_slope', 'ThumbnailAUROC', 'thumbnail_auroc', 'RealismReport', 'realism_report',
+           'plot_realism', 'thumbnail_yardsticks', 'realism_by_seed']
 
 # %% ../nbs/06_domain.ipynb #bddf0e3b
 REFERENCE_STATS = {"NIH": (0.518, 0.254), "PadChest": (0.500, 0.264)}   # the PadChest study's (mean, std): 500 frontal films each, 224 px
@@ -586,4 +587,32 @@ def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic si
                      "films": n_real, "draws": draws, "auroc": aurocs.mean(), "auroc min": aurocs.min(), "auroc max": aurocs.max(),
                      "per draw": tuple(np.round(aurocs, 3))})
     return pd.DataFrame(rows).set_index("against")
+
+
+# %% ../nbs/06_domain.ipynb #353b0b03
+REALISM_SEEDS = tuple(range(6))   # SynthCXR seeds `realism_by_seed` draws by default; seed 0 is the report's
+
+def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's reference films
+                    site:str="nih", # the SynthCXR site scored against them
+                    seeds:Sequence[int]=REALISM_SEEDS, # SynthCXR seeds, one draw of `n` films each
+                    n:int=48, # films per seed (the report's n)
+                    size:int=256, # film side in pixels before the thumbnail (the report's size)
+                    progress:bool=True,
+                   ) -> pd.DataFrame:
+    "Thumbnail AUROC of `n` films of `site` against the same real films, one row per SynthCXR seed: how far the synthetic draw moves the report's figure."
+    if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
+    seeds = list(seeds)
+    if not seeds or not all(map(_whole, seeds)) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"realism_by_seed needs distinct whole-number seeds, got seeds={seeds!r}")
+    if not _whole(n) or n < THUMBNAIL_FOLDS:
+        raise ValueError(f"realism_by_seed needs a whole number n >= {THUMBNAIL_FOLDS} films per seed (the classifier's folds), got n={n!r}")
+    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]
+    if len(real) < THUMBNAIL_FOLDS:
+        raise ValueError(f"realism_by_seed: {len(real)} real films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds need at least "
+                         f"as many (pass reference_films(), or set {ENV_REFERENCE_FILMS})")
+    rows = []
+    for seed in tqdm(seeds, desc=f"{site} films by seed", disable=not progress):
+        got = thumbnail_auroc(_site_films(site, int(seed), n, size), real)
+        rows.append({"seed": int(seed), "films": n, "real films": len(real), "auroc": got.mean, "auroc min": got.min, "auroc max": got.max})
+    return pd.DataFrame(rows).set_index("seed")
 

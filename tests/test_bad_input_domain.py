@@ -9,7 +9,7 @@ import pytest
 from badinput import refused
 from cxr_nb.domain import (ENV_REFERENCE_FILMS, gap_ci, gap_table, layout_films, open_sources, pixel_stats, radial_power_spectrum,
                            realism_report, reference_films, reference_table, spectrum_slope, spike_overlay, thumbnail_auroc,
-                           thumbnail_yardsticks)
+                           realism_by_seed, thumbnail_yardsticks)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,13 @@ CASES = {
     "an unknown site to the thumbnail yardsticks": (lambda t, s: thumbnail_yardsticks("mimic"), ValueError, ["'mimic'", "padchest"]),
     "fewer yardstick films than folds": (lambda t, s: thumbnail_yardsticks(n_real=3), ValueError, ["n_real=3", ">= 5"]),
     "a fractional number of yardstick draws": (lambda t, s: thumbnail_yardsticks(draws=2.5), ValueError, ["draws=2.5", "whole numbers"]),
+    "an unknown site to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], "mimic"), ValueError, ["'mimic'", "padchest"]),
+    "a repeated seed to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[1, 1]), ValueError, ["seeds=[1, 1]", "distinct"]),
+    "a fractional seed to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[0, 1.5]), ValueError, ["1.5", "whole-number"]),
+    "no seeds to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[]), ValueError, ["seeds=[]"]),
+    "too few films per seed for realism_by_seed": (lambda t, s: realism_by_seed(s["films"], n=4), ValueError, ["n=4", "n >= 5"]),
+    "too few real films for realism_by_seed": (lambda t, s: realism_by_seed(s["films"][:3]), ValueError, ["3 real films", "CXR_REFERENCE_FILMS"]),
+    "an unreadable real film for realism_by_seed": (lambda t, s: realism_by_seed([t/"missing.png"] * 5), FileNotFoundError, ["missing.png"]),
 }
 
 
