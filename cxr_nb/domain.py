@@ -602,14 +602,15 @@ def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's 
     "Thumbnail AUROC of `n` films of `site` against the same real films, one row per SynthCXR seed: how far the synthetic draw moves the report's figure."
     if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
     seeds = list(seeds)
-    if not seeds or not all(map(_whole, seeds)) or len(set(seeds)) < len(seeds):
-        raise ValueError(f"realism_by_seed needs distinct whole-number seeds, got seeds={seeds!r}")
+    if not seeds or not all(_whole(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"realism_by_seed needs distinct whole-number seeds >= 0, got seeds={seeds!r}")
     if not _whole(n) or n < THUMBNAIL_FOLDS:
         raise ValueError(f"realism_by_seed needs a whole number n >= {THUMBNAIL_FOLDS} films per seed (the classifier's folds), got n={n!r}")
-    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]
-    if len(real) < THUMBNAIL_FOLDS:
+    real = list(real)
+    if len(real) < THUMBNAIL_FOLDS:      # counted before any film is read
         raise ValueError(f"realism_by_seed: {len(real)} real films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds need at least "
                          f"as many (pass reference_films(), or set {ENV_REFERENCE_FILMS})")
+    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]
     rows = []
     for seed in tqdm(seeds, desc=f"{site} films by seed", disable=not progress):
         got = thumbnail_auroc(_site_films(site, int(seed), n, size), real)

@@ -75,6 +75,7 @@ CASES = {
     "an unknown site to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], "mimic"), ValueError, ["'mimic'", "padchest"]),
     "a repeated seed to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[1, 1]), ValueError, ["seeds=[1, 1]", "distinct"]),
     "a fractional seed to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[0, 1.5]), ValueError, ["1.5", "whole-number"]),
+    "a negative seed to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[-1]), ValueError, ["seeds=[-1]", ">= 0"]),
     "no seeds to realism_by_seed": (lambda t, s: realism_by_seed(s["films"], seeds=[]), ValueError, ["seeds=[]"]),
     "too few films per seed for realism_by_seed": (lambda t, s: realism_by_seed(s["films"], n=4), ValueError, ["n=4", "n >= 5"]),
     "too few real films for realism_by_seed": (lambda t, s: realism_by_seed(s["films"][:3]), ValueError, ["3 real films", "CXR_REFERENCE_FILMS"]),
