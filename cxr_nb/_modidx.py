@@ -184,6 +184,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.domain.RealismReport': ('domain.html#realismreport', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.Source': ('domain.html#source', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.ThumbnailAUROC': ('domain.html#thumbnailauroc', 'cxr_nb/domain.py'),
+                               'cxr_nb.domain._check_site': ('domain.html#_check_site', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._film': ('domain.html#_film', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._image_stats': ('domain.html#_image_stats', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._pooled': ('domain.html#_pooled', 'cxr_nb/domain.py'),

@@ -479,6 +479,9 @@ REFERENCE_NAME = "reference films"   # the real films' row of the report
 
 def _whole(x) -> bool: return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
+def _check_site(site:str) -> None:
+    if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
+
 def _site_films(site:str, seed:int, n:int, size:int) -> list[np.ndarray]:
     "One study of patients 0..n-1 of a SynthCXR site, rendered as the realism measures see them (PA, [0, 1] grey)."
     return [to_unit_gray(render_study(seed, p, 0, size=size, site=site, view=REALISM_VIEW).image) for p in range(n)]
@@ -576,7 +579,7 @@ def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic si
                          seed:int=0, # SynthCXR seed of the synthetic side; draw k uses seed + 1 + k
                         ) -> pd.DataFrame:
     "Thumbnail AUROC of `n` films of `site` against `n_real` films of every site, `draws` times: the null (itself) and acquisition alone (the others)."
-    if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
+    _check_site(site)
     if not all(map(_whole, (n, n_real, draws))) or min(n, n_real) < THUMBNAIL_FOLDS or draws < 1:
         raise ValueError(f"thumbnail_yardsticks needs whole numbers n and n_real >= {THUMBNAIL_FOLDS} (the classifier's folds) "
                          f"and draws >= 1, got n={n!r}, n_real={n_real!r}, draws={draws!r}")
@@ -600,7 +603,7 @@ def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's 
                     progress:bool=True,
                    ) -> pd.DataFrame:
     "Thumbnail AUROC of `n` films of `site` against the same real films, one row per SynthCXR seed: how far the synthetic draw moves the report's figure."
-    if site not in SITES: raise ValueError(f"unknown SynthCXR site {site!r}; choose from {list(SITES)}")
+    _check_site(site)
     seeds = list(seeds)
     if not seeds or not all(_whole(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise ValueError(f"realism_by_seed needs distinct whole-number seeds >= 0, got seeds={seeds!r}")
