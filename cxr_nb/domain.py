@@ -36,7 +36,7 @@ __all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES
            'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
            'check_source', 'open_sources', 'reference_folder', 'reference_films', 'radial_power_spectrum',
            'power_law_slope', 'spectrum_slope', 'ThumbnailAUROC', 'thumbnail_auroc', 'RealismReport', 'realism_report',
-           'plot_realism', 'thumbnail_yardsticks', 'realism_by_seed']
+           'plot_realism', 'thumbnail_yardsticks', 'realism_by_seed', 'realism_by_film']
 
 # %% ../nbs/06_domain.ipynb #bddf0e3b
 REFERENCE_STATS = {"NIH": (0.518, 0.254), "PadChest": (0.500, 0.264)}   # the PadChest study's (mean, std): 500 frontal films each, 224 px
@@ -441,7 +441,14 @@ class ThumbnailAUROC:
     max: float
     n_synthetic: int
     n_real: int
-    aurocs: np.ndarray = field(repr=False)   # one per repeat
+    aurocs: np.ndarray = field(repr=False)       # one per repeat
+    real_share: np.ndarray = field(repr=False)   # per real film, in order: the share of synthetic films it outscores (ties half),
+                                                 # mean over repeats; these average to `mean` exactly
+
+def _real_shares(scores:np.ndarray, n_synthetic:int) -> np.ndarray:
+    "Per real film (the scores after the first `n_synthetic`), the share of synthetic scores below it, ties counting half: the AUROC's terms."
+    synthetic, real = scores[:n_synthetic], scores[n_synthetic:, None]
+    return (real > synthetic).mean(1) + 0.5 * (real == synthetic).mean(1)
 
 def thumbnail_auroc(synthetic:Sequence, # synthetic films: paths or 2-D arrays
                     real:Sequence, # real films: paths or 2-D arrays
@@ -466,10 +473,11 @@ def thumbnail_auroc(synthetic:Sequence, # synthetic films: paths or 2-D arrays
                  + [_film(f, size, f"real[{i}]").ravel() for i, f in enumerate(real)]).astype(np.float64)
     y = np.r_[np.zeros(len(synthetic)), np.ones(len(real))]
     model = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression(max_iter=THUMBNAIL_MAX_ITER))])
-    aurocs = np.array([roc_auc_score(y, cross_val_predict(model, X, y, method="predict_proba",
-                                                          cv=StratifiedKFold(folds, shuffle=True, random_state=int(s)))[:, 1])
+    scores = np.array([cross_val_predict(model, X, y, method="predict_proba", cv=StratifiedKFold(folds, shuffle=True, random_state=int(s)))[:, 1]
                        for s in np.random.default_rng(seed).integers(2**31 - 1, size=int(repeats))])
-    return ThumbnailAUROC(float(aurocs.mean()), float(aurocs.min()), float(aurocs.max()), len(synthetic), len(real), aurocs)
+    aurocs = np.array([roc_auc_score(y, p) for p in scores])
+    shares = np.mean([_real_shares(p, len(synthetic)) for p in scores], 0)
+    return ThumbnailAUROC(float(aurocs.mean()), float(aurocs.min()), float(aurocs.max()), len(synthetic), len(real), aurocs, shares)
 
 # %% ../nbs/06_domain.ipynb #f065f877
 REALISM_VIEW = "PA"   # the reference films are frontal PA films, so the sites' films are rendered PA
@@ -595,6 +603,22 @@ def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic si
 # %% ../nbs/06_domain.ipynb #353b0b03
 REALISM_SEEDS = tuple(range(6))   # SynthCXR seeds `realism_by_seed` draws by default; seed 0 is the report's
 
+def _by_seed(caller:str, real:Sequence, site:str, seeds:Sequence[int], n:int, size:int, progress:bool) -> list[tuple[int, ThumbnailAUROC]]:
+    "Checks the arguments (before reading a film), then scores `n` films of each seed against the real films: [(seed, ThumbnailAUROC)]."
+    _check_site(site)
+    seeds = list(seeds)
+    if not seeds or not all(_whole(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ValueError(f"{caller} needs distinct whole-number seeds >= 0, got seeds={seeds!r}")
+    if not _whole(n) or n < THUMBNAIL_FOLDS:
+        raise ValueError(f"{caller} needs a whole number n >= {THUMBNAIL_FOLDS} films per seed (the classifier's folds), got n={n!r}")
+    real = list(real)
+    if len(real) < THUMBNAIL_FOLDS:      # counted before any film is read
+        raise ValueError(f"{caller}: {len(real)} real films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds need at least "
+                         f"as many (pass reference_films(), or set {ENV_REFERENCE_FILMS})")
+    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]
+    return [(int(seed), thumbnail_auroc(_site_films(site, int(seed), n, size), real))
+            for seed in tqdm(seeds, desc=f"{site} films by seed", disable=not progress)]
+
 def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's reference films
                     site:str="nih", # the SynthCXR site scored against them
                     seeds:Sequence[int]=REALISM_SEEDS, # SynthCXR seeds, one draw of `n` films each
@@ -603,20 +627,28 @@ def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's 
                     progress:bool=True,
                    ) -> pd.DataFrame:
     "Thumbnail AUROC of `n` films of `site` against the same real films, one row per SynthCXR seed: how far the synthetic draw moves the report's figure."
-    _check_site(site)
-    seeds = list(seeds)
-    if not seeds or not all(_whole(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
-        raise ValueError(f"realism_by_seed needs distinct whole-number seeds >= 0, got seeds={seeds!r}")
-    if not _whole(n) or n < THUMBNAIL_FOLDS:
-        raise ValueError(f"realism_by_seed needs a whole number n >= {THUMBNAIL_FOLDS} films per seed (the classifier's folds), got n={n!r}")
-    real = list(real)
-    if len(real) < THUMBNAIL_FOLDS:      # counted before any film is read
-        raise ValueError(f"realism_by_seed: {len(real)} real films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds need at least "
-                         f"as many (pass reference_films(), or set {ENV_REFERENCE_FILMS})")
-    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]
-    rows = []
-    for seed in tqdm(seeds, desc=f"{site} films by seed", disable=not progress):
-        got = thumbnail_auroc(_site_films(site, int(seed), n, size), real)
-        rows.append({"seed": int(seed), "films": n, "real films": len(real), "auroc": got.mean, "auroc min": got.min, "auroc max": got.max})
+    rows = [{"seed": seed, "films": n, "real films": got.n_real, "auroc": got.mean, "auroc min": got.min, "auroc max": got.max}
+            for seed, got in _by_seed("realism_by_seed", real, site, seeds, n, size, progress)]
     return pd.DataFrame(rows).set_index("seed")
+
+
+# %% ../nbs/06_domain.ipynb #55d413b8
+def _film_names(real:Sequence) -> list[str]:
+    "A name per real film: the file's name, `real[i]` for an array; `real[i] name` where file names repeat."
+    names = [Path(f).name if isinstance(f, (str, Path)) else f"real[{i}]" for i, f in enumerate(real)]
+    return names if len(set(names)) == len(names) else [f"real[{i}] {name}" for i, name in enumerate(names)]
+
+def realism_by_film(real:Sequence, # real films (paths or arrays): the report's reference films
+                    site:str="nih", # the SynthCXR site scored against them
+                    seeds:Sequence[int]=REALISM_SEEDS, # SynthCXR seeds, one draw of `n` films each
+                    n:int=48, # films per seed (the report's n)
+                    size:int=256, # film side in pixels before the thumbnail (the report's size)
+                    progress:bool=True,
+                   ) -> pd.DataFrame:
+    "Per real film (rows) and SynthCXR seed (columns), the share of `site`'s films it outscores when held out; `mean` over the seeds. Each column averages to that seed's AUROC."
+    real = list(real)
+    scored = _by_seed("realism_by_film", real, site, seeds, n, size, progress)
+    table = pd.DataFrame({seed: got.real_share for seed, got in scored}, index=pd.Index(_film_names(real), name="real film"))
+    table.columns.name = "seed"
+    return table.assign(mean=table.mean(axis=1))
 

@@ -9,7 +9,7 @@ import pytest
 from badinput import refused
 from cxr_nb.domain import (ENV_REFERENCE_FILMS, gap_ci, gap_table, layout_films, open_sources, pixel_stats, radial_power_spectrum,
                            realism_report, reference_films, reference_table, spectrum_slope, spike_overlay, thumbnail_auroc,
-                           realism_by_seed, thumbnail_yardsticks)
+                           realism_by_film, realism_by_seed, thumbnail_yardsticks)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,11 @@ CASES = {
     "too few films per seed for realism_by_seed": (lambda t, s: realism_by_seed(s["films"], n=4), ValueError, ["n=4", "n >= 5"]),
     "too few real films for realism_by_seed": (lambda t, s: realism_by_seed(s["films"][:3]), ValueError, ["3 real films", "CXR_REFERENCE_FILMS"]),
     "an unreadable real film for realism_by_seed": (lambda t, s: realism_by_seed([t/"missing.png"] * 5), FileNotFoundError, ["missing.png"]),
+    "an unknown site to realism_by_film": (lambda t, s: realism_by_film(s["films"], "mimic"), ValueError, ["'mimic'", "padchest"]),
+    "a repeated seed to realism_by_film": (lambda t, s: realism_by_film(s["films"], seeds=[2, 2]), ValueError, ["realism_by_film", "seeds=[2, 2]"]),
+    "too few films per seed for realism_by_film": (lambda t, s: realism_by_film(s["films"], n=2), ValueError, ["realism_by_film", "n=2"]),
+    "too few real films for realism_by_film": (lambda t, s: realism_by_film(s["films"][:4]), ValueError, ["4 real films", "CXR_REFERENCE_FILMS"]),
+    "an unreadable real film for realism_by_film": (lambda t, s: realism_by_film([t/"gone.png"] * 5), FileNotFoundError, ["gone.png"]),
 }
 
 

@@ -99,3 +99,21 @@ def test_realism_by_seed_is_the_report_protocol_per_seed(tmp_path):
     for seed in (7, 3):
         assert table.loc[seed, "auroc"] == thumbnail_auroc(_site_films("chexpert", seed, 6, 128), films).mean
     assert table["auroc"].max() < 0.9 and table.loc[7, "auroc"] != table.loc[3, "auroc"]   # the null, another draw per seed
+
+
+def test_realism_by_film_decomposes_each_seeds_auroc(tmp_path):
+    "Each column holds one share per real film, named by its file, and averages to realism_by_seed's AUROC for that seed; a real film that is a copy of a synthetic one is not told apart."
+    from cxr_nb.domain import _site_films, realism_by_film, realism_by_seed
+    real = []
+    for i, film in enumerate(_site_films("padchest", 99, 5, 128)):     # another site's films: its acquisition tells them apart
+        real.append(tmp_path/f"real_{i}.png"); assert cv2.imwrite(str(real[-1]), (film * 255).round().astype(np.uint8))
+    copy = tmp_path/"copy_of_synthetic.png"                           # patient 0 of seed 7 itself, among the real films
+    assert cv2.imwrite(str(copy), (_site_films("chexpert", 7, 1, 128)[0] * 255).round().astype(np.uint8))
+    films = real[:4] + [copy]
+    table = realism_by_film(films, "chexpert", seeds=(7, 3), n=6, size=128, progress=False)
+    by_seed = realism_by_seed(films, "chexpert", seeds=(7, 3), n=6, size=128, progress=False)
+    assert list(table.index) == [f.name for f in films] and list(table.columns) == [7, 3, "mean"]
+    for seed in (7, 3):
+        np.testing.assert_allclose(table[seed].mean(), by_seed.loc[seed, "auroc"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table["mean"], table[[7, 3]].mean(axis=1))
+    assert table[7].idxmin() == table["mean"].idxmin() == copy.name, table   # seed 7 holds the film it copies: scored as synthetic
