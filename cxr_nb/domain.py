@@ -601,7 +601,7 @@ def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic si
 
 
 # %% ../nbs/06_domain.ipynb #353b0b03
-REALISM_SEEDS = tuple(range(6))   # SynthCXR seeds `realism_by_seed` draws by default; seed 0 is the report's
+REALISM_SEEDS = tuple(range(6))   # SynthCXR seeds `realism_by_seed` and `realism_by_film` draw by default; seed 0 is the report's
 
 def _by_seed(caller:str, real:Sequence, site:str, seeds:Sequence[int], n:int, size:int, progress:bool) -> list[tuple[int, ThumbnailAUROC]]:
     "Checks the arguments (before reading a film), then scores `n` films of each seed against the real films: [(seed, ThumbnailAUROC)]."
