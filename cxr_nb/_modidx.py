@@ -192,6 +192,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.domain._pooled': ('domain.html#_pooled', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._real_shares': ('domain.html#_real_shares', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._site_films': ('domain.html#_site_films', 'cxr_nb/domain.py'),
+                               'cxr_nb.domain._site_thumbnails': ('domain.html#_site_thumbnails', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._source_measures': ('domain.html#_source_measures', 'cxr_nb/domain.py'),
                                'cxr_nb.domain._whole': ('domain.html#_whole', 'cxr_nb/domain.py'),
                                'cxr_nb.domain.check_source': ('domain.html#check_source', 'cxr_nb/domain.py'),

@@ -5,6 +5,7 @@
 # %% ../nbs/06_domain.ipynb #1dd29878
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -603,6 +604,13 @@ def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic si
 # %% ../nbs/06_domain.ipynb #353b0b03
 REALISM_SEEDS = tuple(range(6))   # SynthCXR seeds `realism_by_seed` and `realism_by_film` draw by default; seed 0 is the report's
 
+@functools.lru_cache(maxsize=64)
+def _site_thumbnails(site:str, seed:int, n:int, size:int) -> tuple[np.ndarray, ...]:
+    "The classifier's thumbnails of `_site_films(site, seed, n, size)`, read-only and kept for the process: `realism_by_seed` and `realism_by_film` score the same films, which are drawn once."
+    thumbs = tuple(_film(f, THUMBNAIL_SIZE) for f in _site_films(site, seed, n, size))
+    for thumb in thumbs: thumb.flags.writeable = False
+    return thumbs
+
 def _by_seed(caller:str, real:Sequence, site:str, seeds:Sequence[int], n:int, size:int, progress:bool) -> list[tuple[int, ThumbnailAUROC]]:
     "Checks the arguments (before reading a film), then scores `n` films of each seed against the real films: [(seed, ThumbnailAUROC)]."
     _check_site(site)
@@ -611,12 +619,14 @@ def _by_seed(caller:str, real:Sequence, site:str, seeds:Sequence[int], n:int, si
         raise ValueError(f"{caller} needs distinct whole-number seeds >= 0, got seeds={seeds!r}")
     if not _whole(n) or n < THUMBNAIL_FOLDS:
         raise ValueError(f"{caller} needs a whole number n >= {THUMBNAIL_FOLDS} films per seed (the classifier's folds), got n={n!r}")
+    if not _whole(size) or size < THUMBNAIL_SIZE:
+        raise ValueError(f"{caller} needs a whole-number film size >= {THUMBNAIL_SIZE} px (the thumbnail's side), got size={size!r}")
     real = list(real)
     if len(real) < THUMBNAIL_FOLDS:      # counted before any film is read
         raise ValueError(f"{caller}: {len(real)} real films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds need at least "
                          f"as many (pass reference_films(), or set {ENV_REFERENCE_FILMS})")
-    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]
-    return [(int(seed), thumbnail_auroc(_site_films(site, int(seed), n, size), real))
+    real = [_film(_film(f, size, f"real[{i}]"), THUMBNAIL_SIZE) for i, f in enumerate(real)]   # read at `size`, as the report does
+    return [(int(seed), thumbnail_auroc(_site_thumbnails(site, int(seed), n, size), real))
             for seed in tqdm(seeds, desc=f"{site} films by seed", disable=not progress)]
 
 def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's reference films

@@ -80,6 +80,8 @@ CASES = {
     "too few films per seed for realism_by_seed": (lambda t, s: realism_by_seed(s["films"], n=4), ValueError, ["n=4", "n >= 5"]),
     "too few real films for realism_by_seed": (lambda t, s: realism_by_seed(s["films"][:3]), ValueError, ["3 real films", "CXR_REFERENCE_FILMS"]),
     "an unreadable real film for realism_by_seed": (lambda t, s: realism_by_seed([t/"missing.png"] * 5), FileNotFoundError, ["missing.png"]),
+    "a film size under the thumbnail's for realism_by_seed": (lambda t, s: realism_by_seed(s["films"], size=20), ValueError, ["size=20", ">= 24"]),
+    "a fractional film size for realism_by_film": (lambda t, s: realism_by_film(s["films"], size=256.0), ValueError, ["realism_by_film", "size=256.0"]),
     "an unknown site to realism_by_film": (lambda t, s: realism_by_film(s["films"], "mimic"), ValueError, ["'mimic'", "padchest"]),
     "a repeated seed to realism_by_film": (lambda t, s: realism_by_film(s["films"], seeds=[2, 2]), ValueError, ["realism_by_film", "seeds=[2, 2]"]),
     "too few films per seed for realism_by_film": (lambda t, s: realism_by_film(s["films"], n=2), ValueError, ["realism_by_film", "n=2"]),
