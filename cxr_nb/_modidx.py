@@ -85,6 +85,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cxr_nb.core.set_seed': ('core.html#set_seed', 'cxr_nb/core.py'),
                              'cxr_nb.core.short_hash': ('core.html#short_hash', 'cxr_nb/core.py'),
                              'cxr_nb.core.sigterm_as_interrupt': ('core.html#sigterm_as_interrupt', 'cxr_nb/core.py'),
+                             'cxr_nb.core.torch_threads': ('core.html#torch_threads', 'cxr_nb/core.py'),
                              'cxr_nb.core.weight_caches': ('core.html#weight_caches', 'cxr_nb/core.py'),
                              'cxr_nb.core.weight_file_name': ('core.html#weight_file_name', 'cxr_nb/core.py'),
                              'cxr_nb.core.writable_dir': ('core.html#writable_dir', 'cxr_nb/core.py'),

@@ -33,7 +33,7 @@ import torch
 __all__ = ['ENV_PROJECT', 'ENV_DATA', 'ENV_OUTPUTS', 'WEIGHT_LIBRARIES', 'KEY_PACKAGES', 'RUN_STATUSES', 'SECRET_WORDS',
            'SECRET_ENDINGS', 'NOT_SECRET_WORDS', 'WRITABLE_HINT', 'REDELIVER_S', 'STAGE_TAG', 'HEADLINE_WEIGHTS',
            'project_root', 'data_root', 'outputs_root', 'run_folder', 'weight_caches', 'weight_file_name',
-           'find_weights', 'set_seed', 'seed_worker', 'seeded_generator', 'get_device', 'device_info',
+           'find_weights', 'set_seed', 'seed_worker', 'seeded_generator', 'torch_threads', 'get_device', 'device_info',
            'package_versions', 'git_state', 'host_info', 'now_iso', 'name_words', 'is_secret_name', 'find_secrets',
            'redact', 'current_umask', 'not_writable', 'writable_dir', 'atomic_path', 'atomic_write_bytes',
            'atomic_write_text', 'json_text', 'short_hash', 'write_json', 'read_json', 'SignalInterrupt',
@@ -150,6 +150,18 @@ def seeded_generator(seed:int) -> torch.Generator:
     "A `torch.Generator` for DataLoader shuffling and worker seeds."
     g = torch.Generator(); g.manual_seed(int(seed))
     return g
+
+# %% ../nbs/00_core.ipynb #491bac5a
+@contextlib.contextmanager
+def torch_threads(n:int): # torch's intra-op CPU threads inside the block
+    "Run the block with torch's CPU thread pool at `n` threads, then restore the size it had."
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"torch_threads needs a whole number of threads >= 1, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try: yield
+    finally: torch.set_num_threads(before)
+
 
 # %% ../nbs/00_core.ipynb #e537e5af
 def get_device(device:str="auto", # "auto", "cpu", "cuda", "cuda:N" or "mps"

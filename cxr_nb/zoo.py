@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .core import atomic_dir, data_root, format_table, not_writable, now_iso, package_versions, read_json, short_hash, writable_dir, write_json
+from .core import torch_threads
 from .curation import grouped_patient_split
 from .datasets import LAYOUT_ADAPTERS, LabelMatcher
 from .labels import SYNTH_LARGE_FINDINGS
@@ -32,11 +33,11 @@ from .synth import MANIFEST_NAME, SYNTH_RENDERER, SYNTH_VERSION, read_truth, wri
 from .train import FitConfig, evaluate, fit
 
 # %% auto #0
-__all__ = ['ZOO_VERSION', 'STANDIN_SEED', 'SITE_OFFSETS', 'STANDIN_PRIORS', 'MIN_POSITIVES', 'WEIGHTS_FILE', 'PARTIAL_REPORTS',
-           'DENSENET_TRAINING', 'RECIPES', 'STANDIN_NOT_BUILT', 'Recipe', 'site_films', 'in_label_space',
-           'label_counts', 'trainable_labels', 'with_labels', 'xrv_state', 'train_densenet', 'heldout_aurocs',
-           'build_lock', 'build_standin', 'Zoo', 'find_standin', 'check_unseen', 'report_text', 'report_tokenizer',
-           'clip_config', 'train_clip', 'auto_weights', 'weights_overview', 'zoo_command']
+__all__ = ['ZOO_VERSION', 'STANDIN_SEED', 'SITE_OFFSETS', 'STANDIN_PRIORS', 'MIN_POSITIVES', 'WEIGHTS_FILE', 'BUILD_THREADS',
+           'PARTIAL_REPORTS', 'DENSENET_TRAINING', 'RECIPES', 'STANDIN_NOT_BUILT', 'Recipe', 'site_films',
+           'in_label_space', 'label_counts', 'trainable_labels', 'with_labels', 'xrv_state', 'train_densenet',
+           'heldout_aurocs', 'build_lock', 'build_standin', 'Zoo', 'find_standin', 'check_unseen', 'report_text',
+           'report_tokenizer', 'clip_config', 'train_clip', 'auto_weights', 'weights_overview', 'zoo_command']
 
 # %% ../nbs/11_zoo.ipynb #1683014b
 ZOO_VERSION = 1   # bump when the way stand-ins are trained changes: every key changes, every stand-in is rebuilt
@@ -235,6 +236,9 @@ def build_lock(folder:Path, # the stand-in's folder (`Zoo.folder`)
                               f"building {folder} at the same time (the first to finish keeps it)", RuntimeWarning)
         yield path
 
+BUILD_THREADS = 2   # torch's CPU threads for every stand-in's training, whatever the machine: the count sets the order of the sums
+                    # (`torch_threads`), and the lessons pin numbers measured on stand-ins trained with 2 (this machine's cores)
+
 def build_standin(recipe:Recipe, # what to build
                   zoo:Zoo|None=None, # where (default: the zoo under the data root)
                   force:bool=False, # rebuild even if built
@@ -252,7 +256,7 @@ def _build_unlocked(recipe:Recipe, zoo, folder:Path, force:bool, progress:bool) 
     t0 = time.perf_counter()
     builder = _build_densenet if recipe.spec.family == "xrv-densenet" else _build_clip
     try:
-        with atomic_dir(folder, replace=force) as stage:
+        with atomic_dir(folder, replace=force) as stage, torch_threads(BUILD_THREADS):
             card = _card(recipe, builder(recipe, zoo, stage, progress), time.perf_counter() - t0)
             write_json(stage/CARD_NAME, card)
     except FileExistsError:      # another process (a notebook run beside this one) finished the same recipe first: use theirs

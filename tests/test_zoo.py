@@ -108,3 +108,20 @@ def test_a_second_process_building_the_same_stand_in_waits_for_the_first(tmp_pat
     assert "another process is building" in err2 and "waiting for it to finish" in err2, err2[-2000:]
     assert "another process is building" not in err1
     assert not [p.name for p in (tmp_path/MODEL).iterdir() if STAGE_TAG in p.name]            # no second build left behind
+
+
+def test_a_stand_in_trains_with_build_threads_whatever_the_callers_pool(tmp_path, monkeypatch):
+    "The thread count orders a training run's sums, so a build trains with BUILD_THREADS, and gives the caller its own pool back."
+    import torch
+    import cxr_nb.zoo as zoo_module
+    seen, real_fit = [], zoo_module.fit
+    def recording_fit(*args, **kwargs):
+        seen.append(torch.get_num_threads()); return real_fit(*args, **kwargs)
+    monkeypatch.setattr(zoo_module, "fit", recording_fit)
+    recipe = Recipe(MODEL, images=64, held_out=40, size=32, epochs=1, eval_sites=("nih",))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Zoo(tmp_path, [recipe]).build(progress=False)
+        assert seen == [zoo_module.BUILD_THREADS] and torch.get_num_threads() == 1
+    finally: torch.set_num_threads(before)
