@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .core import format_table, get_device, set_seed
+from .core import format_table, get_device, set_seed, torch_threads
 from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_phantom, decode_gray, get_norm
 
 # %% auto #0
@@ -96,12 +96,9 @@ def bench_cache(n:int=1000, # images
             for i in order: decode_gray(pngs[i])
         def from_dataset():
             for i in order: ds[int(i)]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)          # as in a DataLoader worker
-        try: times = time_rounds({"cache (memmap row)": from_cache, "png files (cv2.imread)": from_png,
-                                  "png files (decode_gray)": from_decoder,
-                                  "CacheDataset item": from_dataset}, repeats)
-        finally: torch.set_num_threads(threads)
+        with torch_threads(1):            # as in a DataLoader worker
+            times = time_rounds({"cache (memmap row)": from_cache, "png files (cv2.imread)": from_png,
+                                 "png files (decode_gray)": from_decoder, "CacheDataset item": from_dataset}, repeats)
         png_bytes = sum(Path(p).stat().st_size for p in pngs)
         cache_bytes = (cache.path/"images.npy").stat().st_size
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -170,10 +167,7 @@ def bench_dataset(n:int=300, # SynthCXR images written (NIH layout)
         def epoch(ds): return lambda: [ds[int(i)] for i in order]
         contenders = {f"{kind}: {what}": epoch(ds) for kind in ("images only", "with masks")
                       for what, ds in (("adapter", adapters[kind]), ("cache", cached[kind]))}
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try: times = time_rounds(contenders, repeats)
-        finally: torch.set_num_threads(threads)
+        with torch_threads(1): times = time_rounds(contenders, repeats)   # as in a DataLoader worker
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = [{"read path": k, "us/item": 1e6*t/len(order), "items/s": round(len(order)/t)} for k, t in med.items()]
     ratio = {kind: round(med[f"{kind}: adapter"] / med[f"{kind}: cache"], 1) for kind in ("images only", "with masks")}
