@@ -625,7 +625,7 @@ def _by_seed(caller:str, real:Sequence, site:str, seeds:Sequence[int], n:int, si
     if len(real) < THUMBNAIL_FOLDS:      # counted before any film is read
         raise ValueError(f"{caller}: {len(real)} real films; the thumbnail classifier's {THUMBNAIL_FOLDS} folds need at least "
                          f"as many (pass reference_films(), or set {ENV_REFERENCE_FILMS})")
-    real = [_film(_film(f, size, f"real[{i}]"), THUMBNAIL_SIZE) for i, f in enumerate(real)]   # read at `size`, as the report does
+    real = [_film(f, size, f"real[{i}]") for i, f in enumerate(real)]   # read once, at `size`, as the report reads them
     return [(int(seed), thumbnail_auroc(_site_thumbnails(site, int(seed), n, size), real))
             for seed in tqdm(seeds, desc=f"{site} films by seed", disable=not progress)]
 

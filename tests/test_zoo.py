@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_nb.core import STAGE_TAG
+from cxr_nb.core import STAGE_TAG, torch_threads
 from cxr_nb.datasets import chexpert_dataset
 from cxr_nb.metrics import bootstrap_auroc
 from cxr_nb.models import build_model, swap_head
@@ -119,9 +119,6 @@ def test_a_stand_in_trains_with_build_threads_whatever_the_callers_pool(tmp_path
         seen.append(torch.get_num_threads()); return real_fit(*args, **kwargs)
     monkeypatch.setattr(zoo_module, "fit", recording_fit)
     recipe = Recipe(MODEL, images=64, held_out=40, size=32, epochs=1, eval_sites=("nih",))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         Zoo(tmp_path, [recipe]).build(progress=False)
         assert seen == [zoo_module.BUILD_THREADS] and torch.get_num_threads() == 1
-    finally: torch.set_num_threads(before)
