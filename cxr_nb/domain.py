@@ -31,11 +31,11 @@ from .synth import SITES, render_study, synth_root, write_dataset
 __all__ = ['REFERENCE_STATS', 'REFERENCE_GAP', 'AT_ZERO', 'AT_ONE', 'BIN_CENTRES', 'BIN_EDGES', 'CONSTANT_STD',
            'REFERENCE_SOURCE', 'SPIKE_COLOURS', 'FOLDER_LAYOUT', 'IMAGE_SUFFIXES', 'SOURCE_KEYS', 'ENV_REFERENCE_FILMS',
            'REFERENCE_FILMS_HOME', 'SPECTRUM_WINDOW', 'SPECTRUM_BAND', 'PUBLISHED_BETA', 'THUMBNAIL_SIZE',
-           'THUMBNAIL_FOLDS', 'THUMBNAIL_REPEATS', 'THUMBNAIL_MAX_ITER', 'REALISM_VIEW', 'REALISM_TARGET_AUROC',
-           'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'YARDSTICK_DRAWS', 'REALISM_SEEDS', 'sample_paths',
-           'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap', 'gap_ci', 'gap_table',
-           'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films', 'Source',
-           'check_source', 'open_sources', 'reference_folder', 'reference_films', 'radial_power_spectrum',
+           'THUMBNAIL_FOLDS', 'THUMBNAIL_REPEATS', 'THUMBNAIL_MAX_ITER', 'REALISM_VIEW', 'REALISM_FILMS',
+           'REALISM_SIZE', 'REALISM_TARGET_AUROC', 'PUBLISHED_STATS_OF_SITE', 'REFERENCE_NAME', 'YARDSTICK_DRAWS',
+           'REALISM_SEEDS', 'sample_paths', 'PixelStats', 'pixel_stats', 'stats_table', 'domain_gap', 'plot_domain_gap',
+           'gap_ci', 'gap_table', 'reference_table', 'plot_image_means', 'spike_overlay', 'plot_spikes', 'layout_films',
+           'Source', 'check_source', 'open_sources', 'reference_folder', 'reference_films', 'radial_power_spectrum',
            'power_law_slope', 'spectrum_slope', 'ThumbnailAUROC', 'thumbnail_auroc', 'RealismReport', 'realism_report',
            'plot_realism', 'thumbnail_yardsticks', 'realism_by_seed', 'realism_by_film']
 
@@ -482,6 +482,7 @@ def thumbnail_auroc(synthetic:Sequence, # synthetic films: paths or 2-D arrays
 
 # %% ../nbs/06_domain.ipynb #f065f877
 REALISM_VIEW = "PA"   # the reference films are frontal PA films, so the sites' films are rendered PA
+REALISM_FILMS, REALISM_SIZE = 48, 256   # the report's protocol: 48 films per site, rendered at 256 px before the thumbnail
 REALISM_TARGET_AUROC = 0.8   # issue 15: at most this thumbnail AUROC between SynthCXR and real films
 PUBLISHED_STATS_OF_SITE = {"nih": "NIH", "padchest": "PadChest"}   # SynthCXR site -> its row of REFERENCE_STATS
 REFERENCE_NAME = "reference films"   # the real films' row of the report
@@ -518,8 +519,8 @@ def _source_measures(name:str, films:list, real:list) -> tuple[dict, tuple, np.n
     return row, (spectra[0][0], np.mean([p for _, p in spectra], axis=0)), slopes
 
 def realism_report(sites:Sequence[str]=tuple(SITES), # SynthCXR sites (names in synth.SITES)
-                   n:int=60, # films per site
-                   size:int=256, # film side in pixels (the spectra are measured at this size)
+                   n:int=REALISM_FILMS, # films per site
+                   size:int=REALISM_SIZE, # film side in pixels (the spectra are measured at this size)
                    reference:Sequence|None=None, # real films (paths or arrays); None: reference_films(); empty: no comparison
                    seed:int=0, # SynthCXR seed
                    progress:bool=True,
@@ -581,10 +582,10 @@ def plot_realism(spectra:dict, slopes:dict, thumbnails:dict, # source -> mean sp
 YARDSTICK_DRAWS = 10   # independent draws of the small side in `thumbnail_yardsticks`
 
 def thumbnail_yardsticks(site:str="nih", # the SynthCXR site on the synthetic side
-                         n:int=48, # its films (the report's n)
+                         n:int=REALISM_FILMS, # its films (the report's n)
                          n_real:int=5, # films per draw on the other side: as many as the reference films
                          draws:int=YARDSTICK_DRAWS, # independent draws of those films
-                         size:int=256, # film side in pixels before the thumbnail
+                         size:int=REALISM_SIZE, # film side in pixels before the thumbnail
                          seed:int=0, # SynthCXR seed of the synthetic side; draw k uses seed + 1 + k
                         ) -> pd.DataFrame:
     "Thumbnail AUROC of `n` films of `site` against `n_real` films of every site, `draws` times: the null (itself) and acquisition alone (the others)."
@@ -632,8 +633,8 @@ def _by_seed(caller:str, real:Sequence, site:str, seeds:Sequence[int], n:int, si
 def realism_by_seed(real:Sequence, # real films (paths or arrays): the report's reference films
                     site:str="nih", # the SynthCXR site scored against them
                     seeds:Sequence[int]=REALISM_SEEDS, # SynthCXR seeds, one draw of `n` films each
-                    n:int=48, # films per seed (the report's n)
-                    size:int=256, # film side in pixels before the thumbnail (the report's size)
+                    n:int=REALISM_FILMS, # films per seed (the report's n)
+                    size:int=REALISM_SIZE, # film side in pixels before the thumbnail (the report's size)
                     progress:bool=True,
                    ) -> pd.DataFrame:
     "Thumbnail AUROC of `n` films of `site` against the same real films, one row per SynthCXR seed: how far the synthetic draw moves the report's figure."
@@ -651,8 +652,8 @@ def _film_names(real:Sequence) -> list[str]:
 def realism_by_film(real:Sequence, # real films (paths or arrays): the report's reference films
                     site:str="nih", # the SynthCXR site scored against them
                     seeds:Sequence[int]=REALISM_SEEDS, # SynthCXR seeds, one draw of `n` films each
-                    n:int=48, # films per seed (the report's n)
-                    size:int=256, # film side in pixels before the thumbnail (the report's size)
+                    n:int=REALISM_FILMS, # films per seed (the report's n)
+                    size:int=REALISM_SIZE, # film side in pixels before the thumbnail (the report's size)
                     progress:bool=True,
                    ) -> pd.DataFrame:
     "Per real film (rows) and SynthCXR seed (columns), the share of `site`'s films it outscores when held out; `mean` over the seeds. Each column averages to that seed's AUROC."
