@@ -681,6 +681,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.runner.expected_type': ('runner.html#expected_type', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.find_params': ('runner.html#find_params', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.headline_text': ('runner.html#headline_text', 'cxr_nb/runner.py'),
+                               'cxr_nb.runner.kernel_defaults': ('runner.html#kernel_defaults', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.kernel_environment': ('runner.html#kernel_environment', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.list_studies': ('runner.html#list_studies', 'cxr_nb/runner.py'),
                                'cxr_nb.runner.load_spec': ('runner.html#load_spec', 'cxr_nb/runner.py'),

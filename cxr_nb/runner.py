@@ -34,13 +34,13 @@ from .core import (
     pid_alive, project_root, read_json, sigterm_as_interrupt, writable_dir)
 
 # %% auto #0
-__all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'KERNEL_ENV', 'MANIFEST', 'INDEX_FILE', 'NOTEBOOK_HTML', 'RESULTS_BEGIN',
-           'RESULTS_END', 'README_RUNS', 'study_name', 'RunSpec', 'UniqueKeyLoader', 'load_spec', 'ParameterError',
-           'notebook_parameters', 'nbformat_read', 'expected_type', 'check_parameter_types', 'check_parameters',
-           'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock', 'kernel_environment', 'run_status',
-           'stale_standins', 'stale_backbones', 'stale_weights', 'execute', 'run_order', 'run_many', 'find_params',
-           'list_studies', 'collect_runs', 'headline_text', 'render_notebook', 'write_index', 'results_markdown',
-           'update_readme', 'build_parser', 'main']
+__all__ = ['PARAMS_KEYS', 'OUT_DIR_PARAM', 'RUNS_HINT', 'KERNEL_ENV', 'OPENMP_WAIT_CHOICES', 'MANIFEST', 'INDEX_FILE',
+           'NOTEBOOK_HTML', 'RESULTS_BEGIN', 'RESULTS_END', 'README_RUNS', 'study_name', 'RunSpec', 'UniqueKeyLoader',
+           'load_spec', 'ParameterError', 'notebook_parameters', 'nbformat_read', 'expected_type',
+           'check_parameter_types', 'check_parameters', 'RunLockedError', 'run_lock_path', 'lock_holder', 'run_lock',
+           'kernel_defaults', 'kernel_environment', 'run_status', 'stale_standins', 'stale_backbones', 'stale_weights',
+           'execute', 'run_order', 'run_many', 'find_params', 'list_studies', 'collect_runs', 'headline_text',
+           'render_notebook', 'write_index', 'results_markdown', 'update_readme', 'build_parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #ac919131
 PARAMS_KEYS = ("notebook", "run", "parameters")
@@ -268,14 +268,19 @@ def run_lock(out_dir:str|Path) -> Iterator[Path]:
     finally: os.close(fd)                    # closing the file drops the lock
 
 # %% ../nbs/07_runner.ipynb #c3051393
-KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}   # set in each study's kernel unless already set: passive OpenMP waiters (see above)
+KERNEL_ENV = {"GOMP_SPINCOUNT": "3000"}   # each study's kernel: OpenMP threads spin briefly, then sleep (see above)
+OPENMP_WAIT_CHOICES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")   # any of these set: the user chose how threads wait
+
+def kernel_defaults() -> dict:
+    "The variables a study's kernel gets unless set: `KERNEL_ENV`, or nothing where the user chose how OpenMP threads wait."
+    return {} if any(name in os.environ for name in OPENMP_WAIT_CHOICES) else dict(KERNEL_ENV)
 
 @contextlib.contextmanager
-def kernel_environment(variables:dict=KERNEL_ENV, # set unless already set
+def kernel_environment(variables:dict|None=None, # set unless already set (None: `kernel_defaults()`)
                        force:dict|None=None, # set whatever was set, and restored after
                       ) -> Iterator[dict]:
     "Set the `variables` not already in the environment, and the `force` ones, for the block (a study's kernel inherits them); yield those set."
-    force = force or {}
+    force, variables = force or {}, kernel_defaults() if variables is None else variables
     added = {name: value for name, value in variables.items() if name not in os.environ and name not in force}
     before = {name: os.environ.get(name) for name in force}
     os.environ.update({**added, **force})
