@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,9 +27,9 @@ from .core import format_table, get_device, set_seed, torch_threads
 from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_phantom, decode_gray, get_norm
 
 # %% auto #0
-__all__ = ['TRAIN_BENCH_MODELS', 'TRAIN_BENCH_STEPS', 'INPUT_BOUND_SHARE', 'CPU_ABLATION_BATCH', 'BENCHMARKS', 'BenchResult',
-           'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset', 'bench_bootstrap', 'bench_train', 'bench_zoo',
-           'bench_explain', 'build_parser', 'main']
+__all__ = ['TRAIN_BENCH_MODELS', 'TRAIN_BENCH_STEPS', 'INPUT_BOUND_SHARE', 'CPU_ABLATION_BATCH', 'OPENMP_BENCH_STEP',
+           'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset', 'bench_bootstrap',
+           'bench_train', 'bench_zoo', 'bench_explain', 'bench_openmp', 'build_parser', 'main']
 
 # %% ../nbs/19_bench.ipynb #a683f004
 @dataclass
@@ -416,6 +417,77 @@ def bench_explain(model:str="efficientnet_b0", # registered model, random weight
         "Grad-CAM maps/s, batch 1": round(_cam_rate(net, cam_set, 1), 2),
         f"Grad-CAM maps/s, batch {min(32, cam_images)}": round(_cam_rate(net, cam_set, min(32, cam_images)), 2)})
 
+# %% ../nbs/19_bench.ipynb #1ad8849e
+OPENMP_BENCH_STEP = """
+import json, sys, time, torch
+from cxr_nb.models import build_model, model_spec
+from cxr_nb.pretrain import at_resolution
+from cxr_nb.preprocess import get_norm
+names, size, batch_size, steps = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rates = {}
+for name in names:
+    torch.manual_seed(0)
+    model = at_resolution(build_model(name, "none", labels=["a", "b", "c", "d", "e"]), size).train()
+    images = torch.randn(batch_size, get_norm(model_spec(name).input.norm).channels, size, size)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    def step():
+        optimizer.zero_grad(); model(images).float().pow(2).mean().backward(); optimizer.step()
+    step(); step()
+    start = time.perf_counter()
+    for _ in range(steps): step()
+    rates[name] = batch_size * steps / (time.perf_counter() - start)
+print(json.dumps(rates))
+"""   # run in a fresh process per measurement: OpenMP reads its variables once, when torch starts
+
+def _openmp_waits() -> dict[str, dict]:
+    "Ways of waiting compared: sleeping at once, the runner's choice for study kernels, and libgomp's own default."
+    from cxr_nb.runner import KERNEL_ENV
+    return {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "runner: " + " ".join(f"{k}={v}" for k, v in KERNEL_ENV.items()): dict(KERNEL_ENV),
+            "libgomp default": {}}
+
+def _train_rates(env:dict, args:list[str], processes:int) -> list[dict]:
+    "Images/s per model of `processes` training processes started together under `env`."
+    import subprocess
+    runs = [subprocess.Popen([sys.executable, "-c", OPENMP_BENCH_STEP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(processes)]
+    outs = [r.communicate() for r in runs]
+    for r, (out, err) in zip(runs, outs):
+        if r.returncode: raise RuntimeError(f"bench_openmp: a training process failed (exit {r.returncode}):\n{err[-2000:]}")
+    return [json.loads(out.splitlines()[-1]) for out, _ in outs]
+
+
+# %% ../nbs/19_bench.ipynb #74b99a6e
+def bench_openmp(models:str="densenet121-res224-all,efficientnet_b0", # comma-separated registry names, random weights
+                 size:int=64, # input side in pixels (the demos' size)
+                 batch_size:int=16, # images per step
+                 steps:int=8, # timed training steps per model and process
+                 threads:int=2, # torch threads of each process
+                ) -> BenchResult:
+    "Training images/s under each way OpenMP threads wait (passive, the runner's, libgomp's default): one process alone, and each of two at once."
+    from cxr_nb.models import model_spec
+    from cxr_nb.runner import OPENMP_WAIT_CHOICES
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    for name in names: model_spec(name)                      # an unknown name is refused before any process starts
+    if not names or min(size, batch_size, steps, threads) < 1:
+        raise ValueError(f"bench_openmp needs models and size, batch_size, steps and threads of at least 1, got models={models!r}, "
+                         f"size={size}, batch_size={batch_size}, steps={steps}, threads={threads}")
+    base = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_CHOICES}
+    base.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    args, rows = [",".join(names), str(size), str(batch_size), str(steps)], []
+    for wait, variables in _openmp_waits().items():
+        alone, = _train_rates({**base, **variables}, args, 1)
+        beside = _train_rates({**base, **variables}, args, 2)
+        rows += [{"waiting": wait, "model": name, "alone images/s": round(alone[name], 1),
+                  "each of two images/s": round(float(np.mean([b[name] for b in beside])), 1)} for name in alone]
+    table = {(r["waiting"], r["model"]): r for r in rows}
+    runner, passive = list(_openmp_waits())[1], "passive"
+    summary = {"size": size, "batch_size": batch_size, "steps": steps, "threads per process": threads, "cores": os.cpu_count()}
+    for name in names:
+        summary[f"{name}: runner/passive alone"] = round(table[runner, name]["alone images/s"] / table[passive, name]["alone images/s"], 2)
+        summary[f"{name}: runner/passive beside"] = round(table[runner, name]["each of two images/s"] / table[passive, name]["each of two images/s"], 2)
+    return BenchResult("openmp", rows, summary)
+
+
 # %% ../nbs/19_bench.ipynb #ec77ce1b
 BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "cache": bench_cache,
@@ -425,6 +497,7 @@ BENCHMARKS: dict[str, Callable[..., BenchResult]] = {
     "train": bench_train,
     "zoo": bench_zoo,
     "explain": bench_explain,
+    "openmp": bench_openmp,
 }
 
 def _param_help(fn) -> dict[str, str]:
