@@ -10,6 +10,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'cxr_nb.bench._live_random_model': ('bench.html#_live_random_model', 'cxr_nb/bench.py'),
                               'cxr_nb.bench._openmp_waits': ('bench.html#_openmp_waits', 'cxr_nb/bench.py'),
                               'cxr_nb.bench._param_help': ('bench.html#_param_help', 'cxr_nb/bench.py'),
+                              'cxr_nb.bench._runner_wait': ('bench.html#_runner_wait', 'cxr_nb/bench.py'),
                               'cxr_nb.bench._step_pass': ('bench.html#_step_pass', 'cxr_nb/bench.py'),
                               'cxr_nb.bench._synchronize': ('bench.html#_synchronize', 'cxr_nb/bench.py'),
                               'cxr_nb.bench._synth_inputs': ('bench.html#_synth_inputs', 'cxr_nb/bench.py'),

@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +29,8 @@ from .preprocess import CacheDataset, InputSpec, Preprocess, build_cache, cxr_ph
 
 # %% auto #0
 __all__ = ['TRAIN_BENCH_MODELS', 'TRAIN_BENCH_STEPS', 'INPUT_BOUND_SHARE', 'CPU_ABLATION_BATCH', 'OPENMP_BENCH_STEP',
-           'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset', 'bench_bootstrap',
-           'bench_train', 'bench_zoo', 'bench_explain', 'bench_openmp', 'build_parser', 'main']
+           'PASSIVE_WAIT', 'BENCHMARKS', 'BenchResult', 'time_rounds', 'bench_cache', 'bench_synth', 'bench_dataset',
+           'bench_bootstrap', 'bench_train', 'bench_zoo', 'bench_explain', 'bench_openmp', 'build_parser', 'main']
 
 # %% ../nbs/19_bench.ipynb #a683f004
 @dataclass
@@ -439,15 +440,20 @@ for name in names:
 print(json.dumps(rates))
 """   # run in a fresh process per measurement: OpenMP reads its variables once, when torch starts
 
+PASSIVE_WAIT = "passive"   # the row every other way of waiting is compared with
+
+def _runner_wait() -> str:
+    "The row name of the runner's choice for study kernels, with its variables."
+    from cxr_nb.runner import KERNEL_ENV
+    return "runner: " + " ".join(f"{k}={v}" for k, v in KERNEL_ENV.items())
+
 def _openmp_waits() -> dict[str, dict]:
     "Ways of waiting compared: sleeping at once, the runner's choice for study kernels, and libgomp's own default."
     from cxr_nb.runner import KERNEL_ENV
-    return {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "runner: " + " ".join(f"{k}={v}" for k, v in KERNEL_ENV.items()): dict(KERNEL_ENV),
-            "libgomp default": {}}
+    return {PASSIVE_WAIT: {"OMP_WAIT_POLICY": "PASSIVE"}, _runner_wait(): dict(KERNEL_ENV), "libgomp default": {}}
 
 def _train_rates(env:dict, args:list[str], processes:int) -> list[dict]:
     "Images/s per model of `processes` training processes started together under `env`."
-    import subprocess
     runs = [subprocess.Popen([sys.executable, "-c", OPENMP_BENCH_STEP, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True) for _ in range(processes)]
     outs = [r.communicate() for r in runs]
@@ -480,7 +486,7 @@ def bench_openmp(models:str="densenet121-res224-all,efficientnet_b0", # comma-se
         rows += [{"waiting": wait, "model": name, "alone images/s": round(alone[name], 1),
                   "each of two images/s": round(float(np.mean([b[name] for b in beside])), 1)} for name in alone]
     table = {(r["waiting"], r["model"]): r for r in rows}
-    runner, passive = list(_openmp_waits())[1], "passive"
+    runner, passive = _runner_wait(), PASSIVE_WAIT
     summary = {"size": size, "batch_size": batch_size, "steps": steps, "threads per process": threads, "cores": os.cpu_count()}
     for name in names:
         summary[f"{name}: runner/passive alone"] = round(table[runner, name]["alone images/s"] / table[passive, name]["alone images/s"], 2)

@@ -30,7 +30,6 @@ def test_bench_train_refuses_at_once_naming_the_value(case, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == [], "work was done before the refusal"
 
 
-
 OPENMP_CASES = {
     "unknown model": (["--models", "densenet121-res224-al"], ["unknown model 'densenet121-res224-al'", "densenet121-res224-all"]),
     "no model": (["--models", ","], ["models=','"]),

@@ -251,11 +251,12 @@ def test_study_kernel_gets_a_short_openmp_spin_unless_the_user_chose(tmp_path):
     body = "(out/'env.json').write_text(json.dumps({k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}))"
     nb = toy_study(tmp_path, body)
     params = write_params(tmp_path/"env.yaml", nb, n=1)
-    env_without = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    from cxr_nb.runner import KERNEL_ENV, OPENMP_WAIT_CHOICES
+    env_without = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_CHOICES}
     r = subprocess.run([str(CLI), "run", "--quiet", str(params)], capture_output=True, text=True, timeout=600,
                        env={**env_without, "CXR_OUTPUTS": str(tmp_path/"a")})
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path/"a"/"toy"/"env"/"env.json").read_text()) == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "3000"}
+    assert json.loads((tmp_path/"a"/"toy"/"env"/"env.json").read_text()) == {"OMP_WAIT_POLICY": None, **KERNEL_ENV}
     r = subprocess.run([str(CLI), "run", "--quiet", str(params)], capture_output=True, text=True, timeout=600,
                        env={**env_without, "CXR_OUTPUTS": str(tmp_path/"b"), "OMP_WAIT_POLICY": "PASSIVE"})
     assert r.returncode == 0, r.stderr
