@@ -9,14 +9,22 @@ WORKERS ?= 2   # processes for nbdev-test and pytest (this machine and CI: 2 cor
 # two processes that each start a pool as large as the machine fight over the cores (nbdev-test here: 7 min 50 s, 5 min 6 s
 # with a thread each).
 THREADS ?= $(shell $(PYTHON) -c 'import os; print(max(1, (os.cpu_count() or 1) // $(strip $(WORKERS))))')
-SHARE   := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(THREADS)} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-$(THREADS)} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-$(THREADS)}
+# And OpenMP threads that wait passively, unless the user chose how they wait (runner.OPENMP_WAIT_CHOICES): the two processes
+# always run side by side, and a pool that spins beside another process slows both (`python -m cxr_nb.bench openmp`: 2-thread
+# training 3-5x slower beside a second process with libgomp's default spin than with passive waiters). Whatever code raises its
+# own pool to 2 threads (stand-in builds train with zoo.BUILD_THREADS) runs beside the other worker: pytest here took 7 min 12 s
+# with passive waiters against 8 min 48 s without (tests/test_zoo.py 84 s against 205 s), in one checkout, one after the other.
+WAITING := $$(test -n "$$OMP_WAIT_POLICY$$GOMP_SPINCOUNT$$KMP_BLOCKTIME" || echo OMP_WAIT_POLICY=PASSIVE)
+SHARE   := env $(WAITING) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(THREADS)} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-$(THREADS)} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-$(THREADS)}
 STAMP  := $(VENV)/.installed
 PARAMS ?= $(wildcard params/*/demo.yaml) $(wildcard params/*/shortcut.yaml)   # the demos, and the shortcut variant
+# The stand-ins those demos use (tests/test_params.py checks this list against them); `cxr-nb zoo build` alone builds all five
+DEMO_STANDINS ?= densenet121-res224-nih densenet121-res224-pc clip-vit-b32
 
 .PHONY: install demo results docs gallery test sync-check lint nbtest pytest export clean-outputs help
 
 help:
-	@echo "make demo     install, build the SynthCXR stand-in weights if missing, run every params/*/demo.yaml and shortcut.yaml"
+	@echo "make demo     install, build the SynthCXR stand-ins the demos use if missing, run every params/*/demo.yaml and shortcut.yaml"
 	@echo "              in study order (outputs/), then write outputs/index.html"
 	@echo "make test     install, then nbdev-clean/nbdev-export sync checks, ruff, nbdev-test and pytest"
 	@echo "make results  rewrite the README's results table from the demo's outputs/*/*/metrics.json"
@@ -32,10 +40,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"   # byte-compiled here: with PYTHONDONTWRITEBYTECODE set, nothing is cached later
 	touch $(STAMP)
 
-# the stand-in weights first (built once, minutes; seconds when cached), then the studies in notebook order (completed runs
+# the stand-in weights the demos use first (built once, minutes; seconds when cached), then the studies in notebook order (completed runs
 # with the same parameters are skipped), then the index page, written even when a study failed (it says which and why)
 demo: install
-	$(BIN)/cxr-nb zoo build
+	$(BIN)/cxr-nb zoo build $(DEMO_STANDINS)
 	$(BIN)/cxr-nb run $(PARAMS); status=$$?; $(BIN)/cxr-nb report --quiet || exit 1; exit $$status
 
 results: install

@@ -55,3 +55,24 @@ def test_sweep_file_expands_to_checked_runs_and_a_script_bash_accepts(sweep_file
     script = submit_sweep(sweep_file, tmp_path, partition="gpu", gpus_per_node=1, dry_run=True)
     assert f"#SBATCH --array=0-{len(specs) - 1}%" in script.read_text()
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+def _strings(value):
+    "Every string in a parameter value, at any depth."
+    if isinstance(value, str): yield value
+    elif isinstance(value, dict):
+        for v in value.values(): yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value: yield from _strings(v)
+
+
+def test_make_demo_builds_exactly_the_stand_ins_the_demos_name():
+    "`make demo` builds DEMO_STANDINS, not the whole zoo: the list is the zoo models named by the demo and shortcut params."
+    import re
+    from cxr_nb.zoo import RECIPES
+    line, = [m for m in re.findall(r"^DEMO_STANDINS\s*\?=\s*(.*)$", (ROOT/"Makefile").read_text(), re.M)]
+    listed = line.split("#")[0].split()
+    demos = [p for p in PARAMS if p.stem in ("demo", "shortcut")]
+    named = {s for p in demos for s in _strings(load_spec(p).parameters) if s in RECIPES}
+    assert set(listed) <= set(RECIPES), f"Makefile DEMO_STANDINS names no stand-in recipe: {sorted(set(listed) - set(RECIPES))}"
+    assert set(listed) == named, f"Makefile DEMO_STANDINS {sorted(listed)} against the demos' stand-ins {sorted(named)}"
