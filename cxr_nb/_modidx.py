@@ -669,6 +669,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'cxr_nb.runner._index_row': ('runner.html#_index_row', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._is_done': ('runner.html#_is_done', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._lock_held': ('runner.html#_lock_held', 'cxr_nb/runner.py'),
+                               'cxr_nb.runner._manifest_time': ('runner.html#_manifest_time', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._metrics_of': ('runner.html#_metrics_of', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._read_yaml': ('runner.html#_read_yaml', 'cxr_nb/runner.py'),
                                'cxr_nb.runner._resolve_notebook': ('runner.html#_resolve_notebook', 'cxr_nb/runner.py'),

@@ -340,17 +340,23 @@ def stale_standins(out:str|Path) -> list[str]:
     changes = [_standin_change(zoo, default, default.root.resolve(), record) for record in used]
     return [c for c in changes if c]
 
+def _manifest_time(value) -> float|None:
+    "A manifest's ISO time as a timestamp, one second late (times are kept to the second); None if it is not one."
+    try: return _dt.datetime.fromisoformat(str(value)).timestamp() + 1
+    except ValueError: return None
+
 def stale_backbones(out:str|Path) -> list[str]:
-    "In-domain backbones the run in `out` used that were rewritten (the pretraining study ran again) or removed since it began."
+    "In-domain backbones the run in `out` used that were rewritten (the pretraining study ran again) or removed since it began; those in its own folder, which it wrote, since it ended."
     m = run_status(out)
     if m is None or not m.start: return []
-    try: began, stale = _dt.datetime.fromisoformat(str(m.start)).timestamp() + 1, []   # + 1: the start is kept to the second
-    except ValueError: return [f"{Path(out)/MANIFEST}: its start {m.start!r} is not an ISO time, so its backbones cannot be dated"]
+    began, ended, home, stale = _manifest_time(m.start), _manifest_time(m.end), Path(out).resolve(), []
+    if began is None: return [f"{Path(out)/MANIFEST}: its start {m.start!r} is not an ISO time, so its backbones cannot be dated"]
     for arm, record in (m.weights or {}).items():
         if not (isinstance(record, dict) and record.get("weights_source") == "in-domain" and record.get("path")): continue
         path = Path(record["path"])
+        own = ended is not None and path.resolve().is_relative_to(home)   # the pretraining study's own backbones: written during the run
         if not path.is_file(): stale.append(f"{arm}: {path} is gone")
-        elif path.stat().st_mtime > began: stale.append(f"{arm}: {path} was written again")
+        elif path.stat().st_mtime > (ended if own else began): stale.append(f"{arm}: {path} was written again")
     return stale
 
 def stale_weights(out:str|Path) -> list[str]:

@@ -110,6 +110,18 @@ def test_a_run_reading_a_backbone_written_again_since_is_rerun(tmp_path):
     assert r.returncode == 0 and f"in-domain: {backbone} is gone" in r.stdout
 
 
+def test_a_run_that_wrote_its_own_backbone_is_not_rerun(tmp_path):
+    "The pretraining study writes its backbones into its own folder during the run: a second run of it skips, as every other."
+    body = ("import time\nfrom cxr_nb.core import RunFolder\nrun = RunFolder(out_dir)\ntime.sleep(1.2)   # past the start's second\n"
+            "b = out/'backbones'/'densenet121-pretext'/'weights.safetensors'; b.parent.mkdir(parents=True); b.write_bytes(b'pretrained')\n"
+            "run.record_weights('DenseNet pretext', {'model': 'densenet121', 'weights_source': 'in-domain', 'path': str(b)})\n"
+            "run.write_metrics(n=n)")
+    p, out = write_params(tmp_path/"writer.yaml", toy_study(tmp_path, body), n=1), tmp_path/"outputs"
+    assert cxr_nb("run", "--quiet", p, outputs=out).returncode == 0
+    r = cxr_nb("run", "--quiet", p, outputs=out)
+    assert r.returncode == 0 and "skipped" in r.stdout and "written again" not in r.stdout, r.stdout
+
+
 def test_a_run_that_found_a_stand_in_not_built_is_rerun_once_it_is_built(tmp_path, monkeypatch):
     "The environment study records weights='auto' for every model: a stand-in missing then and built since makes the run stale."
     nih, data = "densenet121-res224-nih", tmp_path/"data"
