@@ -76,3 +76,11 @@ def test_make_demo_builds_exactly_the_stand_ins_the_demos_name():
     named = {s for p in demos for s in _strings(load_spec(p).parameters) if s in RECIPES}
     assert set(listed) <= set(RECIPES), f"Makefile DEMO_STANDINS names no stand-in recipe: {sorted(set(listed) - set(RECIPES))}"
     assert set(listed) == named, f"Makefile DEMO_STANDINS {sorted(listed)} against the demos' stand-ins {sorted(named)}"
+
+
+def test_make_test_leaves_the_users_openmp_wait_choice_alone():
+    "The Makefile's WAITING sets passive waiters only where none of runner.OPENMP_WAIT_CHOICES is set: the same three names."
+    import re
+    from cxr_nb.runner import OPENMP_WAIT_CHOICES
+    line, = re.findall(r"^WAITING\s*:=\s*(.*)$", (ROOT/"Makefile").read_text(), re.M)
+    assert sorted(re.findall(r"\$\$(\w+)", line)) == sorted(OPENMP_WAIT_CHOICES), line
