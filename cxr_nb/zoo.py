@@ -287,7 +287,7 @@ class Zoo:
         card = self.card(spec.name)
         if card is None:
             raise FileNotFoundError(f"{spec.name}: no published weights here and its SynthCXR stand-in is not built in {self.root}: "
-                                    f"run `cxr-nb zoo build {spec.name}` (or `make demo`, which builds what is missing), or pass "
+                                    f"run `cxr-nb zoo build {spec.name}` (`make demo` builds only the stand-ins its demos use), or pass "
                                     "weights='none' for random initialisation")
         return self.folder(recipe)/card["weights"] if card.get("weights") else self.folder(recipe)
 
